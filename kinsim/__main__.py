@@ -1,0 +1,5 @@
+import sys
+
+from kinsim.cli import main
+
+sys.exit(main())
