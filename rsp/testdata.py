@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__test__ = False  # "testdata_dir" is not a test when imported into a test module
+
 
 def testdata_dir() -> Path:
     override = os.environ.get("KINSIM_TESTDATA")
