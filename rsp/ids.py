@@ -5,6 +5,8 @@ from __future__ import annotations
 from rsp.errors import DecodeError
 
 EID_LENGTH = 32
+# The ISD-R AID every eUICC answers to (SGP.22 2.2.3, from SGP.02).
+ISD_R_AID = bytes.fromhex("A0000005591010FFFFFFFF8900000100")
 
 
 def eid_check_digits(eid30: str) -> str:
