@@ -167,7 +167,8 @@ class UICCCapability(core.BitString):
 
 
 class CancelSessionReason(core.Integer):
-    _map = {0: "endUserRejection", 1: "postponed", 2: "timeout", 3: "pprNotAllowed", 127: "undefinedReason"}
+    _map = {0: "endUserRejection", 1: "postponed", 2: "timeout", 3: "pprNotAllowed", 4: "metadataMismatch",
+            5: "loadBppExecutionError", 127: "undefinedReason"}
 
 
 # --- EUICCInfo1 / EUICCInfo2 (5.7.8, 5.7.9) ---------------------------------------------------------

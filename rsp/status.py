@@ -70,7 +70,7 @@ DOWNLOAD_ERROR = {
     5: "invalidTransactionId", 127: "undefinedError",
 }
 CANCEL_SESSION_REASON = {0: "endUserRejection", 1: "postponed", 2: "timeout", 3: "pprNotAllowed",
-                         127: "undefinedReason"}
+                         4: "metadataMismatch", 5: "loadBppExecutionError", 127: "undefinedReason"}
 CANCEL_SESSION_ERROR = {5: "invalidTransactionId", 127: "undefinedError"}
 ENABLE_RESULT = {0: "ok", 1: "iccidOrAidNotFound", 2: "profileNotInDisabledState", 3: "disallowedByPolicy",
                  4: "wrongProfileReenabling", 5: "catBusy", 127: "undefinedError"}
