@@ -22,6 +22,7 @@ GROUPS = [
     ("certs", "certs.cli", "test PKI: generate, show and validate SGP.22 certificates"),
     ("euicc", "euicc_sim.cli", "software eUICC: create, show, reset, serve"),
     ("smdp", "smdp.cli", "SM-DP+ server (ES9+, ES2+) and its orders"),
+    ("smds", "smds.cli", "SM-DS discovery server (ES11, ES12)"),
     ("lpa", "lpa.cli", "Local Profile Assistant (lpac-style verbs)"),
     ("profile", "kinsim.profile_cmd", "SAIP profile packages: inspect, personalize"),
     ("plan", "mno.cli", "family shared plans (operator side)"),
