@@ -32,7 +32,7 @@ from rsp.ids import validate_eid
 Transport = Callable[[SoftEuicc, argparse.Namespace], int]
 TRANSPORTS: dict[str, Transport] = {}
 # Modules that register transports when imported; missing ones are skipped.
-TRANSPORT_MODULES: tuple[str, ...] = ("euicc_sim.vpcd", "euicc_sim.lpac_stdio")
+TRANSPORT_MODULES: tuple[str, ...] = ("euicc_sim.vpcd", "euicc_sim.lpac_stdio", "euicc_sim.tcp")
 
 
 def register_transport(name: str, serve: Transport) -> None:

@@ -52,6 +52,8 @@ def register(subparsers, name: str, help_text: str) -> None:
     card.add_argument("--euicc", metavar="DIR", default=os.environ.get("KINSIM_EUICC"),
                       help="software eUICC directory, used in-process (default $KINSIM_EUICC)")
     card.add_argument("--reader", metavar="N|NAME", help="PC/SC reader by index or name")
+    card.add_argument("--card", metavar="tcp:HOST:PORT",
+                      help="a software eUICC in another process ('kinsim euicc serve DIR --transport tcp')")
     card.add_argument("--isdr-aid", metavar="HEX", help="ISD-R AID (default A0000005591010FFFFFFFF8900000100)")
     card.add_argument("--block-size", type=int, metavar="N", help="STORE DATA block size, 1..255 (default 255)")
     card.add_argument("--trace", action="store_true", help="print every APDU and the card cost per command")
@@ -227,20 +229,25 @@ def _config(args) -> LpaConfig:
 
 
 def _transport(args) -> CardTransport:
-    if args.euicc and args.reader is not None:
-        raise KinsimError("choose one card: --euicc DIR or --reader N|NAME, not both")
+    chosen = [flag for flag, value in (("--euicc", args.euicc), ("--reader", args.reader), ("--card", args.card))
+              if value is not None]
+    if len(chosen) > 1:
+        raise KinsimError(f"choose one card, not {' and '.join(chosen)}")
     if args.euicc:
         from euicc_sim.card import open_euicc
 
         euicc = open_euicc(args.euicc)
         return SimCardTransport(euicc.card, on_close=euicc.close)
     if args.reader is not None:
-        try:
-            from lpa.pcsc import open_reader
-        except ModuleNotFoundError:
-            raise KinsimError("PC/SC readers are not supported by this build yet: use --euicc DIR") from None
+        from lpa.pcsc import open_reader
+
         return open_reader(args.reader)
-    raise KinsimError("no card chosen: give --euicc DIR (software eUICC) or --reader N|NAME (PC/SC)")
+    if args.card is not None:
+        from lpa.tcp import TcpCardTransport
+
+        return TcpCardTransport(args.card)
+    raise KinsimError("no card chosen: give --euicc DIR (software eUICC), --reader N|NAME (PC/SC) "
+                      "or --card tcp:HOST:PORT (a software eUICC served with 'kinsim euicc serve --transport tcp')")
 
 
 def _print_exchange(exchange: ApduExchange) -> None:
