@@ -60,6 +60,21 @@ UNSUPPORTED_PROTOCOL_VERSION = StatusCode("1.3.2", "3.1")
 FUNCTION_UNKNOWN = StatusCode("1.6", "3.9")
 EXECUTION_ERROR = StatusCode("1.2", "4.2")
 
+# SM-DP+ (5.6) codes beyond the table above
+EID_REFUSED = StatusCode("8.1.1", "3.8")  # AuthenticateClient: EID does not match the order
+EID_INVALID = StatusCode("8.1.1", "2.1")  # DownloadOrder/ConfirmOrder/RegisterEvent: malformed EID
+PROFILE_NOT_RELEASED = StatusCode("8.2", "1.2")  # AuthenticateClient: the profile is not released yet
+DPAUTH_UNAVAILABLE = StatusCode("8.8.4", "3.7")  # InitiateAuthentication: no CERT.DPauth for the eUICC's CIs
+SMDP_OID_INVALID = StatusCode("8.8", "3.10")  # CancelSession: smdpOid is not ours
+EUICC_REPORTED_ERROR = StatusCode("8.1", "4.2")  # the eUICC answered with an error alternative (kinsim choice)
+INSTALLATION_FAILED = StatusCode("8.2", "4.2")  # HandleDownloadProgressInfo of an errorResult (kinsim choice)
+CONDITIONAL_ELEMENT_MISSING = StatusCode("1.3.1", "2.3")  # DownloadOrder: neither iccid nor profileType
+PROFILE_TYPE_MISMATCH = StatusCode("8.2.5", "3.10")  # the ICCID is not of the requested profileType
+# SM-DS (5.8, 5.9)
+INVALID_SMDS_ADDRESS = StatusCode("8.9.1", "3.8")
+EVENT_RECORD_ALREADY_EXISTS = StatusCode("8.9.5", "3.3")
+EVENT_ID_INVALID = StatusCode("8.9.5", "2.1")
+
 # --- ES10 result enums (SGP.22 section 5.7, names as in RSPDefinitions) ---------------------------
 AUTHENTICATE_ERROR = {
     1: "invalidCertificate", 2: "invalidSignature", 3: "unsupportedCurve", 4: "noSessionContext",

@@ -31,6 +31,14 @@ from rsp import messages as m
 from rsp.bpp import build_bound_profile_package
 from rsp.errors import CertificateError, DecodeError, StatusCode, StatusCodeError
 from rsp.ids import eid_to_bytes, iccid_from_bcd, iccid_to_bcd
+from rsp.status import (
+    DPAUTH_UNAVAILABLE,
+    EID_REFUSED,
+    EUICC_REPORTED_ERROR,
+    INSTALLATION_FAILED,
+    PROFILE_NOT_RELEASED,
+    SMDP_OID_INVALID,
+)
 from smdp.config import SUPPORTED_SVN_MAJOR, ServerCredentials, SmdpConfig
 from smdp.orders import (
     POINT_BPP_DOWNLOAD,
@@ -50,15 +58,9 @@ Clock = Callable[[], datetime]
 Rng = Callable[[int], bytes]
 
 # ES9+ codes of SGP.22 5.6 that rsp.status does not name (yet).
-EID_REFUSED = StatusCode("8.1.1", "3.8")  # AuthenticateClient: EID doesn't match the expected value
-PROFILE_NOT_RELEASED = StatusCode("8.2", "1.2")  # AuthenticateClient: Profile has not yet been released
-DPAUTH_UNAVAILABLE = StatusCode("8.8.4", "3.7")  # InitiateAuthentication: no CERT.DPauth for the eUICC's CIs
-SMDP_OID_INVALID = StatusCode("8.8", "3.10")  # CancelSession: the provided SM-DP+ OID is invalid
 BPP_NOT_AVAILABLE = status.PROFILE_UNAVAILABLE  # 8.2 3.7: BPP is not available for a new binding
 # Our choice where the spec names no code: the eUICC answered with its error alternative
 # (authenticateResponseError, downloadResponseError), reported as "eUICC - Execution Error".
-EUICC_REPORTED_ERROR = StatusCode("8.1", "4.2")
-INSTALLATION_FAILED = StatusCode("8.2", "4.2")  # progress report of an errorResult ("Profile - Execution Error")
 
 # ProfileInstallationResult errorReasons after which retrying on the same eUICC cannot succeed.
 FINAL_INSTALL_ERRORS = frozenset({

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from rsp import status
-from rsp.errors import DecodeError, StatusCode, StatusCodeError
+from rsp.errors import DecodeError, StatusCodeError
 from rsp.ids import validate_eid, validate_iccid
 from rsp.saip import ProfilePackage
+from rsp.status import CONDITIONAL_ELEMENT_MISSING, EID_INVALID, PROFILE_TYPE_MISMATCH
 from smdp import es2_json
 from smdp.store import Profile, ProfileState, Session, SessionState, Store
 
@@ -36,9 +37,6 @@ Clock = Callable[[], datetime]
 Rng = Callable[[int], bytes]
 
 # SM-DP+-specific ES2+ codes not (yet) in rsp.status.
-EID_INVALID = StatusCode("8.1.1", "2.1")  # DownloadOrder/ConfirmOrder: malformed EID
-CONDITIONAL_ELEMENT_MISSING = StatusCode("1.3.1", "2.3")  # neither iccid nor profileType
-PROFILE_TYPE_MISMATCH = StatusCode("8.2.5", "3.10")  # the ICCID is not of the requested profileType
 
 # ES2+.HandleDownloadProgressInfo notificationPointId values (SGP.22 5.3.5)
 POINT_ELIGIBILITY = 1  # Eligibility and Retry Limit Check (AuthenticateClient)

@@ -32,6 +32,13 @@ from rsp import crypto, es9_json, status
 from rsp import messages as m
 from rsp.errors import CertificateError, DecodeError, KinsimError, StatusCode, StatusCodeError
 from rsp.ids import validate_eid
+from rsp.status import (
+    EID_INVALID,
+    EUICC_REPORTED_ERROR,
+    EVENT_ID_INVALID,
+    EVENT_RECORD_ALREADY_EXISTS,
+    INVALID_SMDS_ADDRESS,
+)
 from smds.store import EventRecord, Session, Store
 
 DEFAULT_SESSION_TIMEOUT = timedelta(minutes=5)
@@ -41,11 +48,6 @@ CHALLENGE_LENGTH = 16
 MAX_EVENT_ID_LENGTH = 255
 
 # Status codes of 5.8 / 5.9 that rsp.status does not name yet (subject and reason codes of 5.2.6).
-INVALID_SMDS_ADDRESS = StatusCode("8.9.1", "3.8")  # SM-DS Address / Refused
-EVENT_RECORD_ALREADY_EXISTS = StatusCode("8.9.5", "3.3")  # Event Record / Already in Use
-EVENT_ID_INVALID = StatusCode("8.9.5", "2.1")  # Event Record / Invalid
-EID_INVALID = StatusCode("8.1.1", "2.1")  # EID / Invalid
-EUICC_REFUSED_SERVER = StatusCode("8.1", "4.2")  # eUICC / Execution Error: AuthenticateServer failed
 
 _HOST_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
@@ -309,7 +311,7 @@ class Smds:
         """(EID from the verified eUICC certificate, matchingId or None) -- or StatusCodeError."""
         if response.name != "authenticateResponseOk":
             code = response.chosen["authenticateErrorCode"]
-            raise StatusCodeError(EUICC_REFUSED_SERVER,
+            raise StatusCodeError(EUICC_REPORTED_ERROR,
                                   f"the eUICC refused the SM-DS in AuthenticateServer: {code.native} ({int(code)})")
         ok = response.chosen
         signed1 = ok["euiccSigned1"]

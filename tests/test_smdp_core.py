@@ -22,9 +22,10 @@ from rsp.es9_json import (
     INITIATE_AUTHENTICATION,
 )
 from rsp.ids import iccid_from_bcd
+from rsp.status import EID_REFUSED
 from smdp import core as core_module
 from smdp.config import SmdpConfig
-from smdp.core import EID_REFUSED, SmdpCore
+from smdp.core import SmdpCore
 from smdp.orders import OrderHooks, confirmation_code_digest, expected_hash_cc
 from smdp.store import ProfileState, ProfileType, SessionState, Store
 from tests.smdp_fixtures import (

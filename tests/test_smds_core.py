@@ -13,15 +13,14 @@ from certs.validate import eid_of, pkid
 from rsp import crypto, status
 from rsp import messages as m
 from rsp.errors import StatusCodeError
-from smds.core import (
+from rsp.status import (
     EID_INVALID,
-    EUICC_REFUSED_SERVER,
+    EUICC_REPORTED_ERROR,
     EVENT_ID_INVALID,
     EVENT_RECORD_ALREADY_EXISTS,
     INVALID_SMDS_ADDRESS,
-    Requester,
-    split_address,
 )
+from smds.core import Requester, split_address
 from smds.server import requester_from_certificate
 from smds.store import Store
 from tests.smds_fixtures import (
@@ -404,7 +403,7 @@ def test_the_euicc_refused_the_sm_ds(core, store):
         value={"transactionId": auth["transactionId"], "authenticateErrorCode": 7}).dump())
     with pytest.raises(StatusCodeError) as refused:
         core.authenticate_client(transaction_id=auth["transactionId"], authenticate_server_response=error)
-    assert refused.value.code == EUICC_REFUSED_SERVER
+    assert refused.value.code == EUICC_REPORTED_ERROR
     assert "ciPKUnknown" in str(refused.value)
     assert session_state(store, auth).startswith("refused")
 
