@@ -22,8 +22,10 @@ import argparse
 import asyncio
 import json
 import signal
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kinsim.output import emit, json_parent, key_values, table
 from rsp.activation import ActivationCode, ActivationCodeError
@@ -122,6 +124,8 @@ async def _serve(core, args) -> int:
     except OSError as exc:
         await server.stop()
         raise ConfigError(f"cannot listen on {args.host}: {exc.strerror or exc}") from None
+    if args.address is None:
+        _address_with_port(core, urls["es9"])
     info = {"address": core.config.address, "smdpOid": core.config.smdp_oid, **urls}
     if getattr(args, "json", False):
         print(json.dumps(info), flush=True)
@@ -139,6 +143,15 @@ async def _serve(core, args) -> int:
         await server.stop()
         core.store.close()
     return 0
+
+
+def _address_with_port(core, es9_url: str) -> None:
+    """On a port other than 443 the address LPAs must use (and activation codes carry) is HOST:PORT."""
+    port = urlsplit(es9_url).port
+    if port and port != 443 and ":" not in core.config.address:
+        core.config = replace(core.config, address=f"{core.config.address}:{port}")
+        with core.store.transaction():
+            core.store.set_meta("address", core.config.address)
 
 
 # --- profile --------------------------------------------------------------------------------------
