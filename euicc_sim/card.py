@@ -8,6 +8,7 @@ and wires the APDU layer (euicc_sim.apdu.Card) to the ISD-R (euicc_sim.isdr.Isdr
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from datetime import datetime
@@ -15,10 +16,16 @@ from datetime import datetime
 from euicc_sim.apdu import Application, Card
 from euicc_sim.identity import EuiccIdentity
 from euicc_sim.isdr import Isdr
-from euicc_sim.state import CardState
+from euicc_sim.state import CardState, Profile
 from euicc_sim.store import CardStore, StoreError
+from euicc_sim.uicc import ProfileRuntime
+from rsp.errors import DecodeError
+from rsp.saip import ProfilePackage
 
-# Builds the enabled profile's applications (MF, ADF.USIM, ...) from its SAIP package.
+_log = logging.getLogger(__name__)
+
+# Builds the enabled profile's applications (MF, ADF.USIM, ...) from its SAIP package; by default
+# euicc_sim.uicc.ProfileRuntime, whose SQN arrays and PIN counters persist with the profile.
 ProfileApps = Callable[[bytes], list[Application]]
 
 
@@ -30,8 +37,9 @@ class SoftEuicc:
         self.isdr = isdr
         self._profile_apps = profile_apps
         self._apps: list[Application] | None = None
+        self._runtime: ProfileRuntime | None = None
         isdr.on_enabled_change(self._forget_apps)
-        self.card = Card(isdr, profile_apps=self._current_apps, on_reset=isdr.reset)
+        self.card = Card(isdr, profile_apps=self._current_apps, on_reset=self._reset)
 
     @property
     def eid(self) -> str:
@@ -48,12 +56,33 @@ class SoftEuicc:
     def _current_apps(self) -> list[Application]:
         # The Card wants the same application objects for as long as one profile stays enabled.
         if self._apps is None:
-            package = self.isdr.enabled_package() if self._profile_apps else None
-            self._apps = self._profile_apps(package) if package is not None else []
+            profile = self.isdr.state.enabled
+            self._apps = self._build_apps(profile) if profile is not None else []
         return self._apps
 
+    def _build_apps(self, profile: Profile) -> list[Application]:
+        package = self.isdr.package(profile)
+        if self._profile_apps is not None:
+            return self._profile_apps(package)
+        aid = profile.aid
+        try:
+            self._runtime = ProfileRuntime(
+                ProfilePackage.decode(package), profile.runtime.get("sqn"),
+                lambda sqn: self.isdr.save_runtime(aid, sqn=sqn),
+                pin_states=profile.runtime.get("pins"),
+                on_pin_update=lambda pins: self.isdr.save_runtime(aid, pins=pins))
+        except DecodeError as exc:  # a profile we cannot run must not make the card mute
+            _log.error("the enabled profile %s cannot run: %s", profile.iccid, exc)
+            return []
+        return self._runtime.applications
+
     def _forget_apps(self) -> None:
-        self._apps = None
+        self._apps, self._runtime = None, None
+
+    def _reset(self) -> None:
+        self.isdr.reset()
+        if self._runtime is not None:
+            self._runtime.reset()
 
     def close(self) -> None:
         self.card.power_off()

@@ -139,6 +139,11 @@ class Isdr:
         enabled = self._state.enabled
         return self.package(enabled) if enabled is not None else None
 
+    def save_runtime(self, aid: bytes, **parts) -> None:
+        """Persist live application state (SQN arrays, PIN counters) with the profile it belongs to."""
+        profile = next(p for p in self._state.profiles if p.aid == aid)
+        self._commit(self._state.with_profile(replace(profile, runtime={**profile.runtime, **parts})))
+
     def on_enabled_change(self, listener: Callable[[], None]) -> None:
         """``listener()`` runs after every commit that changes which profile is enabled."""
         self._listeners.append(listener)

@@ -41,6 +41,8 @@ class Profile:
     size: int  # bytes of non-volatile memory the profile occupies
     nickname: str = ""
     dp_proprietary: bytes | None = None  # DpProprietaryData DER from ConfigureISDP ('B8' in ProfileInfo)
+    # Live state of the profile's applications (euicc_sim.uicc): {"sqn": {...}, "pins": {...}}
+    runtime: dict = field(default_factory=dict, compare=False)
 
     @cached_property
     def parsed_metadata(self) -> m.StoreMetadataRequest:
@@ -78,6 +80,7 @@ class Profile:
             "size": self.size,
             "nickname": self.nickname,
             "dpProprietary": self.dp_proprietary.hex() if self.dp_proprietary is not None else None,
+            "runtime": self.runtime,
         }
 
     @classmethod
@@ -92,6 +95,7 @@ class Profile:
             size=int(data["size"]),
             nickname=data.get("nickname", ""),
             dp_proprietary=bytes.fromhex(dp) if dp else None,
+            runtime=dict(data.get("runtime") or {}),
         )
 
 

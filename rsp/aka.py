@@ -271,6 +271,13 @@ def algorithm_for(
     raise AkaError(f"AKA algorithm {name!r} is not supported (milenage, usim-test-algorithm)")
 
 
+def c2(res: bytes) -> bytes:
+    """GSM SRES from RES (TS 33.102 6.8.1.2): RES padded to 128 bits, its four 32-bit words XORed."""
+    padded = res.ljust(16, b"\x00")
+    words = [int.from_bytes(padded[i : i + 4], "big") for i in range(0, 16, 4)]
+    return (words[0] ^ words[1] ^ words[2] ^ words[3]).to_bytes(4, "big")
+
+
 def c3(ck: bytes, ik: bytes) -> bytes:
     """GSM Kc from CK and IK: CK1 xor CK2 xor IK1 xor IK2 (TS 33.102 6.8.1.2)."""
     ck, ik = _require("CK", ck, 16), _require("IK", ik, 16)
