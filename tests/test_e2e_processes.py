@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from processes import kinsim, kinsim_json, start_card, start_smdp
 from rsp.testdata import testdata_dir
+from tests.processes import kinsim, kinsim_json, start_card, start_smdp
 
 pytestmark = pytest.mark.slow
 
