@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from rsp.errors import DecodeError
-from rsp.tlv import encode_length, encode_tag, read_tlv
+from rsp.tlv import encode_length, encode_tag
 
 MAX_DEPTH = 24  # SAIP nests about 8 deep; the bound keeps hostile input from exhausting the stack
 
@@ -51,7 +51,7 @@ def is_constructed(tag: int) -> bool:
     return bool(encode_tag(tag)[0] & 0x20)
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     """One TLV: ``value`` for primitive tags, ``children`` for constructed ones."""
 
@@ -84,28 +84,61 @@ class Node:
         return Node(self.tag, children=[child.copy() for child in self.children])
 
 
-def _check_der_tag(octets: bytes) -> None:
-    if octets[0] & 0x1F == 0x1F and (octets[1] == 0x80 or len(octets) == 2 and octets[1] < 31):
-        raise DecodeError(f"tag {octets.hex().upper()} is not in minimal (DER) form")
+def _read_der_header(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, length, value offset) of the TLV at ``pos``, refusing anything that is not DER.
+
+    Written as one tight loop because a profile package holds thousands of TLVs and the card, the
+    SM-DP+ and the operator all parse whole packages.
+    """
+    end = len(data)
+    first = data[pos]
+    if first == 0x00:
+        raise DecodeError(f"zero tag byte at offset {pos} (padding or end-of-contents are not DER)")
+    tag, pos = first, pos + 1
+    if first & 0x1F == 0x1F:  # multi-byte tag
+        if pos >= end:
+            raise DecodeError("TLV truncated inside a multi-byte tag")
+        if data[pos] == 0x80 or data[pos] < 31:
+            raise DecodeError(f"tag {first:02X}{data[pos]:02X} is not in minimal (DER) form")
+        while True:
+            if pos >= end:
+                raise DecodeError("TLV truncated inside a multi-byte tag")
+            byte = data[pos]
+            tag, pos = (tag << 8) | byte, pos + 1
+            if not byte & 0x80:
+                break
+            if tag > 0xFFFFFF:
+                raise DecodeError("TLV tag longer than 4 bytes")
+    if pos >= end:
+        raise DecodeError("TLV truncated: missing length")
+    length, pos = data[pos], pos + 1
+    if length & 0x80:
+        count = length & 0x7F
+        if count == 0 or count > 3:
+            raise DecodeError(f"unsupported TLV length form 0x{length:02X}")
+        if pos + count > end:
+            raise DecodeError("TLV truncated inside the length field")
+        if data[pos] == 0:
+            raise DecodeError(f"TLV {tag:X} has a non-minimal (not DER) length encoding")
+        length, pos = int.from_bytes(data[pos : pos + count], "big"), pos + count
+        if length < 0x80:
+            raise DecodeError(f"TLV {tag:X} has a non-minimal (not DER) length encoding")
+    if pos + length > end:
+        raise DecodeError(f"TLV {tag:X} truncated: {length} value bytes announced, {end - pos} present")
+    return tag, length, pos
 
 
 def parse_nodes(data: bytes, depth: int = 0) -> list[Node]:
     """Every TLV of ``data`` in order, recursing into constructed ones; strict DER."""
     if depth > MAX_DEPTH:
         raise DecodeError(f"TLV nesting deeper than {MAX_DEPTH} levels")
-    nodes, pos = [], 0
-    while pos < len(data):
-        if data[pos] == 0x00:
-            raise DecodeError(f"zero tag byte at offset {pos} (padding or end-of-contents are not DER)")
-        tlv, pos = read_tlv(data, pos)
-        tag_octets = encode_tag(tlv.tag)
-        _check_der_tag(tag_octets)
-        if tag_octets + encode_length(len(tlv.value)) != tlv.header:
-            raise DecodeError(f"TLV {tag_octets.hex().upper()} has a non-minimal (not DER) length encoding")
-        if tag_octets[0] & 0x20:
-            nodes.append(Node(tlv.tag, children=parse_nodes(tlv.value, depth + 1)))
-        else:
-            nodes.append(Node(tlv.tag, tlv.value))
+    nodes, pos, end = [], 0, len(data)
+    while pos < end:
+        constructed = data[pos] & 0x20
+        tag, length, start = _read_der_header(data, pos)
+        pos = start + length
+        value = data[start:pos]
+        nodes.append(Node(tag, children=parse_nodes(value, depth + 1)) if constructed else Node(tag, value))
     return nodes
 
 
