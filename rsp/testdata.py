@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+
 def testdata_dir() -> Path:
     override = os.environ.get("KINSIM_TESTDATA")
     return Path(override) if override else Path(__file__).resolve().parents[1] / "testdata"

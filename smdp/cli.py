@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import signal
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -119,6 +118,10 @@ async def _serve(core, args) -> int:
     from smdp.server import SmdpServer
 
     server = SmdpServer(core)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # before the URLs are printed: a parent may stop us at once
+        loop.add_signal_handler(signum, stop.set)
     try:
         urls = await server.start(args.host, args.port, args.es2_port)
     except OSError as exc:
@@ -133,10 +136,6 @@ async def _serve(core, args) -> int:
         print(f"SM-DP+ {info['address']} (OID {info['smdpOid']})")
         for name, url in urls.items():
             print(f"{'ES9+' if name == 'es9' else 'ES2+'} {url}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
     finally:
@@ -149,7 +148,7 @@ def _address_with_port(core, es9_url: str) -> None:
     """On a port other than 443 the address LPAs must use (and activation codes carry) is HOST:PORT."""
     port = urlsplit(es9_url).port
     if port and port != 443 and ":" not in core.config.address:
-        core.config = replace(core.config, address=f"{core.config.address}:{port}")
+        core.serve_at(f"{core.config.address}:{port}")
         with core.store.transaction():
             core.store.set_meta("address", core.config.address)
 

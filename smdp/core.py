@@ -10,6 +10,12 @@ Session states move forward once each: initiated -> authenticated -> delivered -
 unknown, closed, out-of-order or timed-out transactionId is "TransactionId - Unknown". The
 installation result may arrive long after the interactive steps, so it is accepted for any session
 that delivered a BPP, whatever the timeout.
+
+SGP.22 v3 Remote Profile Management: when the matching ID an eUICC presents names an RPM order
+(ES2+.RpmOrder) and its EUICCInfo2 announces rpmSupport and its LPA announced rpm in
+ctxParams1.operationType, AuthenticateClient answers with the signed RPM package (smdpSigned3,
+smdpSignature3 by CERT.DPauth) and HandleNotification later takes the eUICC's signed
+LoadRpmPackageResult: deleted profiles become Unavailable and the operator gets the result.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certs.validate import Role, ValidatedChain, authority_key_id, validate_chain
-from rsp import crypto, es9_json, status
+from rsp import crypto, es9_json, rpm, status
 from rsp import messages as m
+from rsp import messages_v3 as v3
 from rsp.bpp import build_bound_profile_package
 from rsp.errors import CertificateError, DecodeError, StatusCode, StatusCodeError
 from rsp.ids import eid_to_bytes, iccid_from_bcd, iccid_to_bcd
@@ -50,7 +57,17 @@ from smdp.orders import (
     Orders,
     expected_hash_cc,
 )
-from smdp.store import CommitAndRaise, Profile, ProfileState, ProfileType, Session, SessionState, Store
+from smdp.store import (
+    CommitAndRaise,
+    Profile,
+    ProfileState,
+    ProfileType,
+    RpmOrder,
+    RpmState,
+    Session,
+    SessionState,
+    Store,
+)
 
 log = logging.getLogger("kinsim.smdp")
 
@@ -79,6 +96,7 @@ CANCEL_STATUS = {
     "pprNotAllowed": status.CANCEL_PPR_NOT_ALLOWED,
 }
 DOWNLOADABLE = (ProfileState.RELEASED, ProfileState.DOWNLOADED)
+RPM_TYPES = ("enable", "disable", "delete")  # what the managing SM-DP+ may do to its profiles (v3 RpmType)
 
 
 def _utc_now() -> datetime:
@@ -104,6 +122,11 @@ class SmdpCore:
             es9_json.CANCEL_SESSION.name: self.cancel_session,
         }
 
+
+    def serve_at(self, address: str) -> None:
+        """Use ``address`` (HOST:PORT once an ephemeral port is known) in answers and orders alike."""
+        self.config = replace(self.config, address=address)
+        self.orders.config = self.config.order_settings
     def handle(self, function: es9_json.Function, request: dict) -> dict:
         """Dispatch a decoded ES9+ request to its function."""
         return self._handlers[function.name](request)
@@ -171,15 +194,18 @@ class SmdpCore:
     def _server_address(self, address: str) -> str | None:
         """Our address if ``address`` names us (case-insensitively, SGP.22 5.6.1), else None.
 
-        A test set-up may reach us as host:port; the port is kept so the LPA finds the address it used.
+        A loopback set-up may reach us with or without the port; the address the LPA used is kept,
+        since it is what the LPA checks serverSigned1.serverAddress against.
         """
         given, ours = address.strip(), self.config.address
         if given.lower() == ours.lower():
             return ours
-        host, sep, port = given.partition(":")
-        if sep and port.isdigit() and host.lower() == ours.lower():
-            return f"{ours}:{port}"
-        return None
+        given_host, given_sep, given_port = given.partition(":")
+        our_host, our_sep, _ = ours.partition(":")
+        if given_host.lower() != our_host.lower() or (given_sep and not given_port.isdigit()):
+            return None
+        # one side names a port the other leaves out (a loopback set-up); two different ports do not match
+        return given if not (given_sep and our_sep) else None
 
     def _choose_credentials(self, for_verification: list[bytes],
                             for_signing: list[bytes]) -> tuple[ServerCredentials, bytes]:
@@ -221,8 +247,14 @@ class SmdpCore:
         if signed1["serverChallenge"].native != session.server_challenge:
             raise StatusCodeError(status.EUICC_SIGNATURE_INVALID, "euiccSigned1 carries another serverChallenge")
         eid = chain.eid or ""
-        profile = self._eligible_order(signed1["ctxParams1"].chosen["matchingId"].native or "", eid)
-        metadata = self._profile_metadata(profile).dump()
+        rpm_support = "rpmSupport" in (signed1["euiccInfo2"]["rspCapability"].native or set())
+        self.store.note_euicc(eid, rpm_support, self.clock())
+        matching_id = signed1["ctxParams1"].chosen["matchingId"].native or ""
+        rpm_order = self.store.rpm_order(matching_id) if matching_id else None
+        if rpm_order is not None:
+            return self._authenticate_client_rpm(session, ok, eid, rpm_order, rpm_support)
+        profile = self._eligible_order(matching_id, eid)
+        metadata = self._profile_metadata(profile, rpm_support).dump()
         # No bppEuiccOtpk: the SM-DP+ may re-offer a BPP bound earlier (3.1.3), but here every session
         # gets a freshly bound one, so a one-time key is never used twice.
         signed2 = m.SmdpSigned2({"transactionId": session.transaction_id, "ccRequiredFlag": profile.cc_required})
@@ -238,6 +270,34 @@ class SmdpCore:
         self.orders.report(profile, POINT_ELIGIBILITY, eid=eid)
         return {"transactionId": session.transaction_id, "profileMetadata": metadata, "smdpSigned2": signed2,
                 "smdpSignature2": signature2, "smdpCertificate": creds.dp_pb_der}
+
+    def _authenticate_client_rpm(self, session: Session, ok, eid: str, order: RpmOrder, rpm_support: bool) -> dict:
+        """v3 3.7.1: the matching ID is an RPM order: answer with the signed RPM package (smdpSigned3)."""
+        if order.state not in (RpmState.PENDING, RpmState.DELIVERED):
+            raise StatusCodeError(status.MATCHING_ID_REFUSED, f"the RPM order for this matching ID is {order.state}")
+        if order.eid != eid:
+            raise StatusCodeError(EID_REFUSED, "the RPM order is for another eUICC")
+        if not rpm_support:
+            raise StatusCodeError(status.RPM_UNSUPPORTED, "the eUICC does not announce rpmSupport")
+        if "rpm" not in v3.operation_types(ok["euiccSigned1"]["ctxParams1"]):
+            raise StatusCodeError(status.MATCHING_ID_REFUSED, "this matching ID names an RPM order, and the LPA did "
+                                                              "not announce rpm in ctxParams1.operationType")
+        signed3 = v3.SmdpSigned3({"transactionId": session.transaction_id,
+                                  "rpmPackage": v3.RpmPackage.load(order.package)})
+        creds = self.config.credentials_by_ci[session.credentials_pkid]
+        signature3 = crypto.sign(creds.dp_auth.signing_key(),
+                                 rpm.signed3_data(signed3.dump(), ok["euiccSignature1"].native))
+        now = self.clock()
+        if order.current_tid is not None:  # an earlier contact that never reported: this one replaces it
+            earlier = self.store.session(order.current_tid)
+            if earlier is not None and earlier.state is not SessionState.CLOSED:
+                self.orders.close_session(earlier, "superseded by a newer RPM session")
+        self.store.save_rpm_order(replace(order, state=RpmState.DELIVERED, current_tid=session.transaction_id), now)
+        self.store.save_session(replace(
+            session, state=SessionState.DELIVERED, expires_at=now + self.config.session_timeout, eid=eid,
+            euicc_cert=ok["euiccCertificate"].dump(), delivered_at=now))
+        return {"transactionId": session.transaction_id, "smdpSigned3": signed3,
+                "smdpSignature3": es9_json.Signature(signature3)}
 
     def _verify_euicc_chain(self, eum_value, euicc_value, ci_pkid: bytes) -> ValidatedChain:
         """EUM and eUICC certificates up to the CI the session chose (SGP.22 5.6.3 checks, in order)."""
@@ -300,8 +360,9 @@ class SmdpCore:
             return StatusCodeError(EID_REFUSED, "the profile was already bound to another eUICC")
         return None
 
-    def _profile_metadata(self, profile: Profile) -> m.StoreMetadataRequest:
-        """StoreMetadataRequest from the inventory entry and its profile type (SGP.22 5.5.3)."""
+    def _profile_metadata(self, profile: Profile, rpm_support: bool = False) -> m.StoreMetadataRequest:
+        """StoreMetadataRequest from the inventory entry and its profile type (SGP.22 5.5.3); for an
+        eUICC with rpmSupport, the v3 rpmConfiguration naming this SM-DP+ as managing SM-DP+."""
         ptype = self.store.profile_type(profile.profile_type) or ProfileType(profile.profile_type)
         value = {"iccid": iccid_to_bcd(profile.iccid), "serviceProviderName": ptype.service_provider_name,
                  "profileName": ptype.profile_name or ptype.name, "profileClass": ptype.profile_class}
@@ -314,6 +375,11 @@ class SmdpCore:
                 for address, events in by_address.items()]
         if ptype.ppr:
             value["profilePolicyRules"] = set(ptype.ppr)
+        if rpm_support and self.config.rpm_configuration:
+            value["rpmConfiguration"] = {
+                "managingDpList": [{"managingDpOid": self.config.smdp_oid, "rpmType": set(RPM_TYPES)}],
+                "profileOwnerOid": self.config.smdp_oid}  # no operator OID is known: ours stands in
+            return v3.StoreMetadataRequest(value)
         return m.StoreMetadataRequest(value)
 
     # --- GetBoundProfilePackage -------------------------------------------------------------------
@@ -393,6 +459,8 @@ class SmdpCore:
         pending = request["pendingNotification"]
         if pending.name == "profileInstallationResult":
             outcome = self._installation_result(pending.chosen)
+        elif pending.name == "loadRpmPackageResultSigned":
+            outcome = self._rpm_result(pending)
         else:
             outcome = self._other_notification(pending.chosen)
         log.info("HandleNotification: %s", outcome)
@@ -459,6 +527,37 @@ class SmdpCore:
             self.orders.report(profile, POINT_PROFILE_NOTIFICATION, eid=chain.eid, result_data=notification.dump())
         return f"{','.join(sorted(operations))} notification from {chain.eid} for {iccid}"
 
+    def _rpm_result(self, pending: v3.PendingNotification) -> str:
+        """v3: the signed LoadRpmPackageResult of an RPM order; deleted profiles become Unavailable."""
+        signed = pending.chosen
+        data = signed["loadRpmPackageResultDataSigned"]
+        transaction_id = data["transactionId"].native
+        session, order = self.store.session(transaction_id), self.store.rpm_order_by_tid(transaction_id)
+        if session is None or order is None or session.euicc_cert is None:
+            return "RPM result for an unknown RPM session: ignored"
+        if not crypto.verify(_euicc_key(session), data.dump(), signed["euiccSignRPR"].native):
+            return "euiccSignRPR does not verify: ignored"
+        if data["smdpOid"].native != self.config.smdp_oid:
+            return f"RPM result for SM-DP+ {data['smdpOid'].native}: ignored"
+        seq = data["notificationMetadata"]["seqNumber"].native
+        if not self.store.record_notification(session.eid, seq, "loadRpmPackageResult", order.iccid, transaction_id,
+                                              self.clock()):
+            return "RPM result already handled: acknowledged again"
+        failures = _rpm_failures(order, data)
+        for iccid in rpm.deleted_iccids(data):
+            profile = self.store.profile(iccid)
+            if profile is not None and profile.download_eid == session.eid:
+                self.orders.update(profile, replace(profile, state=ProfileState.UNAVAILABLE))
+        state = RpmState.FAILED if failures else RpmState.DONE
+        self.store.save_rpm_order(replace(order, state=state, result="; ".join(failures) or "executed"), self.clock())
+        self.orders.close_session(session, f"RPM package {state}")
+        profile = self.store.profile(order.iccid or "")
+        if profile is not None:
+            error = StatusCodeError(EUICC_REPORTED_ERROR, "; ".join(failures)) if failures else None
+            self.orders.report(profile, POINT_PROFILE_NOTIFICATION, eid=session.eid, error=error,
+                               result_data=pending.dump())
+        return f"RPM order {order.matching_id} {state}: {'; '.join(failures) or 'every command succeeded'}"
+
     # --- CancelSession ----------------------------------------------------------------------------
 
     def _cancel_session(self, request: dict) -> dict:
@@ -483,6 +582,10 @@ class SmdpCore:
         reason = signed["reason"].native
         reason = reason if isinstance(reason, str) else "undefinedReason"
         self.orders.close_session(session, f"cancelled: {reason}")
+        order = self.store.rpm_order_by_tid(session.transaction_id)
+        if order is not None:  # an RPM session: the order waits for the next contact
+            self.store.save_rpm_order(replace(order, state=RpmState.PENDING, current_tid=None), self.clock())
+            return {}
         profile = self.store.profile(session.iccid or "")
         if profile is None:
             return {}
@@ -508,6 +611,21 @@ class SmdpCore:
         if session.state is not SessionState.DELIVERED and self.clock() > session.expires_at:
             raise StatusCodeError(status.TRANSACTION_ID_UNKNOWN, "the RSP session has timed out")
         return session
+
+
+def _rpm_failures(order: RpmOrder, data: v3.LoadRpmPackageResultDataSigned) -> list[str]:
+    """Why an RPM order did not fully succeed ([] if it did): a refused package, a failed command
+    without continueOnFailure, commands that never ran."""
+    final = data["finalResult"]
+    if final.name != "rpmPackageExecutionResult":
+        return [f"the eUICC refused the package: {final.chosen.native}"]
+    commands = rpm.package_commands(v3.RpmPackage.load(order.package))
+    outcomes = rpm.outcomes(data)
+    failures = [f"{c.action} {c.iccid}: {o.result} {o.code}" for c, o in zip(commands, outcomes, strict=False)
+                if not o.ok and not c.continue_on_failure]
+    if len(outcomes) < len(commands):
+        failures.append(f"{len(commands) - len(outcomes)} command(s) did not run")
+    return failures
 
 
 def _load_certificate(value, code: StatusCode, what: str) -> x509.Certificate:

@@ -113,12 +113,13 @@ def test_serve_on_an_ephemeral_port_with_orders_from_another_process(state, tmp_
     process, info = _start(["smdp", "serve", "--state", state, "--pki", str(tmp_path / "pki"), "--port", "0",
                             "--es2-port", "0", "--es2-client-ca", str(ca), "--json"], tmp_path)
     try:
-        assert info["address"] == "localhost" and info["smdpOid"] == "2.999.10"
+        port = info['es9'].rsplit(':', 1)[1]
+        assert info['address'] == f'localhost:{port}' and info['smdpOid'] == '2.999.10'  # HOST:PORT off 443
         assert info["es9"].startswith("https://127.0.0.1:") and not info["es9"].endswith(":0")
         assert info["es2"].startswith("https://127.0.0.1:") and info["es2"] != info["es9"]
         created = kinsim_json(capsys, "smdp", "order", "create", "--state", state, "--profile-type", "family",
                               "--release", "--json")  # written by this process while the server runs
-        assert created["smdpAddress"] == "localhost"
+        assert created["smdpAddress"] == f"localhost:{info['es9'].rsplit(':', 1)[1]}"  # the port LPAs must use
         http = Es9Client(info["es9"], client_context(pki))
         euicc = EuiccSide(pki)
         steps = download(http, euicc, created["matchingId"])
@@ -143,7 +144,8 @@ def test_serve_prints_human_lines(state, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "kinsim", "smdp", "serve", "--state", state, "--pki",
                                 str(tmp_path / "pki"), "--port", "0"], stdout=subprocess.PIPE, text=True, env=env)
     try:
-        assert process.stdout.readline().startswith("SM-DP+ localhost (OID 2.999.10)")
+        first = process.stdout.readline()
+        assert first.startswith("SM-DP+ localhost:") and first.rstrip().endswith("(OID 2.999.10)")
         label, url = process.stdout.readline().split()
         assert label == "ES9+"
         body = json.dumps(es9_json.encode_request(INITIATE_AUTHENTICATION, EuiccSide(pki).initiate())).encode()
