@@ -54,6 +54,7 @@ class Session:
     server_address: str | None = None
     smdp_oid: str | None = None  # SM-DP+ OID from CERT.DPauth.ECDSA (CancelSession)
     euicc_signature1: bytes | None = None
+    smdp_auth_key: ec.EllipticCurvePublicKey | None = None  # CERT.DPauth key: verifies smdpSignature3 (v3 RPM)
     dp_pb_key: ec.EllipticCurvePublicKey | None = None  # from CERT.DPpb.ECDSA, verifies smdpSign
     dp_pb_oid: str | None = None  # smdpOid of the ProfileInstallationResult
     euicc_otsk: ec.EllipticCurvePrivateKey | None = None  # otSK.EUICC.ECKA
@@ -182,6 +183,7 @@ def authenticate_server(
         server_address=signed1["serverAddress"].native,
         smdp_oid=server.oid,
         euicc_signature1=signature1,
+        smdp_auth_key=server.key if server.role is Role.DP_AUTH else None,  # an SM-DS sends no RPM package
     )
     return response.dump(), bound
 

@@ -36,7 +36,8 @@ DEFAULT_UICC_CAPABILITIES = (
     "multipleUsimSupport",
     "multipleIsimSupport",
 )
-DEFAULT_RSP_CAPABILITIES = ("testProfileSupport",)  # additionalProfile follows the free memory
+# additionalProfile follows the free memory; rpmSupport: ES10b.LoadRpmPackage (SGP.22 v3 RPM, euicc_sim.rpm)
+DEFAULT_RSP_CAPABILITIES = ("testProfileSupport", "rpmSupport")
 DEFAULT_MEMORY = 2 * 1024 * 1024
 DEFAULT_ROOT_DS = "lpa.ds.gsma.com"  # the GSMA root SM-DS (SGP.22 glossary); configurable
 # SGP.22 2.9.2.2: the Rules Authorisation Table, set at manufacturing. The default lets any operator

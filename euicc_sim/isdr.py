@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from euicc_sim import es10b_auth, policy, profile_info
+from euicc_sim import es10b_auth, policy, profile_info, rpm
 from euicc_sim.apdu import SW_CONDITIONS_NOT_SATISFIED
 from euicc_sim.es8_loader import (
     INSTALL_INTERRUPTED,
@@ -37,6 +37,7 @@ from euicc_sim.state import CardState, Notification, Profile, isdp_aid
 from euicc_sim.store import CardStore, blob_id
 from rsp import crypto
 from rsp import messages as m
+from rsp import messages_v3 as v3
 from rsp.errors import ApduError, DecodeError
 from rsp.ids import eid_to_bytes, iccid_from_bcd, iccid_to_bcd
 from rsp.tlv import read_header
@@ -102,6 +103,7 @@ class Isdr:
             0xBF34: (m.EuiccMemoryResetRequest, self._memory_reset),
             0xBF3E: (m.GetEuiccDataRequest, self._get_eid),
             0xBF29: (m.SetNicknameRequest, self._set_nickname),
+            0xBF44: (v3.LoadRpmPackageRequest, self._load_rpm_package),
         }
 
     # --- the APDU layer's entry points --------------------------------------------------------
@@ -323,6 +325,16 @@ class Isdr:
         ).dump()
         return pir, Notification(seq, INSTALL, session.server_address, iccid, pir)
 
+    def _load_rpm_package(self, request: v3.LoadRpmPackageRequest) -> bytes:
+        """ES10b.LoadRpmPackage (SGP.22 v3): see euicc_sim.rpm. The RSP session ends with the package."""
+        if "rpmSupport" not in self.identity.config.rsp_capabilities:
+            raise DecodeError("this eUICC does not support remote profile management (no rpmSupport)")
+        outcome = rpm.load_rpm_package(self.identity, self._session, request, self._state)
+        if outcome.state is not None:
+            self._session = None
+            self._commit(outcome.state)
+        return outcome.response
+
     # --- notifications (5.7.10, 5.7.11, 5.7.12) -----------------------------------------------
 
     def _notification_metadata(
@@ -377,7 +389,7 @@ class Isdr:
                 return m.RetrieveNotificationsListResponse(
                     name="notificationsListResultError", value=NO_RESULT_AVAILABLE
                 ).dump()
-        pending = [m.PendingNotification.load(n.pending) for n in notifications]
+        pending = [v3.PendingNotification.load(n.pending) for n in notifications]
         return m.RetrieveNotificationsListResponse(name="notificationList", value=pending).dump()
 
     def _remove_notification(self, request: m.NotificationSentRequest) -> bytes:
@@ -507,7 +519,4 @@ class Isdr:
 
 
 def _pending_metadata(notification: Notification) -> m.NotificationMetadata:
-    pending = m.PendingNotification.load(notification.pending)
-    if pending.name == "profileInstallationResult":
-        return pending.chosen["profileInstallationResultData"]["notificationMetadata"]
-    return pending.chosen["tbsOtherNotification"]
+    return v3.notification_metadata(v3.PendingNotification.load(notification.pending))

@@ -107,7 +107,7 @@ class Notification:
     operation: str  # one NotificationEvent bit name, e.g. "notificationInstall"
     address: str
     iccid: str | None
-    pending: bytes  # PendingNotification DER: ProfileInstallationResult ('BF37') or OtherSignedNotification
+    pending: bytes  # PendingNotification DER: ProfileInstallationResult (BF37), OtherSignedNotification or v3 RPM result
 
     def to_json(self) -> dict:
         return {

@@ -122,8 +122,14 @@ def _register_profile(groups) -> None:
     download.add_argument("--yes", action="store_true", help="accept the profile without asking")
     download.add_argument("--imei", metavar="DIGITS", help="IMEI to send in deviceInfo (15 or 16 digits)")
     discovery = _leaf(commands, "discovery", cmd_profile_discovery,
-                      "ask an SM-DS for profiles waiting for this eUICC (SGP.22 3.6.3)")
+                      "ask an SM-DS for events waiting for this eUICC (SGP.22 3.6.3)",
+                      "Lists the events. With --download, serves each at its SM-DP+: a profile download, or an "
+                      "SGP.22 v3 RPM package (e.g. the remote deletion of a revoked profile) the card runs.")
     discovery.add_argument("--smds", metavar="ADDR", help="SM-DS address (default: the card's root SM-DS)")
+    discovery.add_argument("--download", action="store_true",
+                           help="serve every event: download its profile or run its RPM package")
+    discovery.add_argument("-c", "--confirmation-code", metavar="CODE", help="confirmation code for a download")
+    discovery.add_argument("--yes", action="store_true", help="accept downloaded profiles without asking")
 
 
 def _register_notification(groups) -> None:
@@ -173,6 +179,7 @@ SERVER_SENTENCES = {
     status.EUICC_SIGNATURE_INVALID: "the SM-DP+ could not verify the eUICC's signature",
     status.TRANSACTION_ID_UNKNOWN: "the SM-DP+ no longer knows this session (it may have timed out)",
     status.BPP_REBINDING_REFUSED: "the SM-DP+ refuses to bind the profile again",
+    status.RPM_UNSUPPORTED: "this eUICC does not support remote profile management (SGP.22 v3 RPM)",
 }
 # (function or None for any, enum name) -> sentence
 CARD_SENTENCES = {
@@ -546,6 +553,8 @@ def cmd_profile_discovery(args) -> int:
 
     config = _config(args)
     context = config.ssl_context()
+    if args.download:
+        return _discovery_download(args, config, context)
     with card_session(args, config) as (es10, _):
         address = args.smds or root_smds_address(es10)
 
@@ -559,6 +568,40 @@ def cmd_profile_discovery(args) -> int:
         "--smdp SM-DP+ -m 'EVENT ID'" if rows else f"No events for this eUICC at {address}."
     emit(args, found.as_dict(), human)
     return 0
+
+
+def _discovery_download(args, config: LpaConfig, context) -> int:
+    """The next contact: every event at its SM-DP+ (download or v3 RPM), see lpa.rpm.next_contact."""
+    from lpa.discovery import Es11Client, root_smds_address
+    from lpa.rpm import RpmResult, next_contact
+
+    interactive = sys.stdin.isatty() and not getattr(args, "json", False)
+    with card_session(args, config) as (es10, _):
+        address = args.smds or root_smds_address(es10)
+
+        async def contact():
+            async with Es11Client(address, context, connect_to=config.connect_to, timeout=config.timeout) as es11, \
+                    config.es9_pool() as pool:
+                return await next_contact(es10, es11, pool, smds_address=address, device=config.device,
+                                          confirm=None if args.yes else _confirm_prompt(interactive),
+                                          confirmation_code=_code_source(args.confirmation_code, interactive))
+
+        outcomes = asyncio.run(contact())
+    lines = [] if outcomes else [f"No events for this eUICC at {address}."]
+    for outcome in outcomes:
+        where = f"Event {outcome.event.event_id} at {outcome.event.rsp_server_address}"
+        if outcome.error is not None:
+            lines.append(f"{where}: failed: {humanize(outcome.error)}")
+        elif isinstance(outcome.result, RpmResult):
+            done = ", ".join(f"{o.result.removesuffix('Result')} {o.iccid}: {'ok' if o.ok else o.code}"
+                             for o in outcome.result.outcomes) or outcome.result.error or "nothing"
+            lines += [f"{where}: remote management by the SM-DP+: {done}.",
+                      *_delivery_lines(list(outcome.result.notifications))]
+        else:
+            lines += [f"{where}: installed profile {outcome.result.iccid} in ISD-P {outcome.result.isdp_aid}.",
+                      *_delivery_lines(outcome.result.notifications)]
+    emit(args, [o.as_dict() for o in outcomes], "\n".join(lines))
+    return 0 if all(o.error is None for o in outcomes) else 1
 
 
 # --- notifications -----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import asyncio
 import base64
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ from lpa.es9_client import Es9ConnectionError
 from lpa.es10 import Es10Client
 from lpa.notifications import Delivery, PeerFactory, process_notifications
 from rsp import messages as m
+from rsp import messages_v3 as v3
 from rsp.activation import hash_confirmation_code
 from rsp.errors import BppError, DecodeError, Es10Error, KinsimError, StatusCodeError
 from rsp.ids import iccid_from_bcd
@@ -220,6 +221,9 @@ class DownloadResult:
 
 def cancel_reason(error: BaseException) -> int:
     """The CancelSessionReason (5.7.14) that describes why a download stopped."""
+    chosen = getattr(error, "cancel_session_reason", None)  # an error that names its own (v3 RPM)
+    if isinstance(chosen, int):
+        return chosen
     if isinstance(error, UserRejected):
         return END_USER_REJECTION
     if isinstance(error, DownloadPostponed | KeyboardInterrupt | asyncio.CancelledError):
@@ -248,11 +252,16 @@ async def download_profile(
     confirmation_code: Callable[[], Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
     peers: PeerFactory | None = None,
-) -> DownloadResult:
+    operation_types: set[str] | None = None,
+    on_rpm: Callable[[bytes, dict], Awaitable[Any]] | None = None,
+) -> DownloadResult | Any:
     """Download and install one profile; deliver the notifications it (and earlier runs) left.
 
     ``confirm`` None accepts (the caller already has the user's consent, e.g. ``--yes``).
     ``peers(address)`` gives the ES9+ peer for notification addresses other than ``smdp_address``.
+    ``operation_types`` (SGP.22 v3 ctxParams1.operationType, e.g. {"profileDownload", "rpm"}) announces
+    what the LPA expects; when the SM-DP+ answers AuthenticateClient with an RPM package, ``on_rpm(
+    transactionId, answer)`` handles it and its result is returned (see lpa.rpm).
     Raises BppError when the card refused the package (after delivering its result), Es10Error,
     StatusCodeError, Es9ConnectionError, UserRejected, DownloadPostponed, PprNotAllowed.
     """
@@ -261,9 +270,7 @@ async def download_profile(
     auth = await es9.initiate_authentication(euicc_challenge=challenge, euicc_info1=info1, smdp_address=smdp_address)
     transaction_id = auth["transactionId"]
     _check_initiate_authentication(auth, smdp_address, smdp_oid)
-    ctx_params1 = {"ctxParamsForCommonAuthentication": {"deviceInfo": (device or DeviceInfo()).to_asn1()}}
-    if matching_id is not None:
-        ctx_params1["ctxParamsForCommonAuthentication"]["matchingId"] = matching_id
+    ctx_params1 = _ctx_params1(device, matching_id, operation_types)
     try:
         server_response = es10.authenticate_server(
             server_signed1=auth["serverSigned1"], server_signature1=auth["serverSignature1"].native,
@@ -279,8 +286,15 @@ async def download_profile(
         code = server_response.chosen["authenticateErrorCode"]
         raise Es10Error("AuthenticateServer", int(code), str(code.native), "the eUICC did not accept the SM-DP+")
     try:
-        result = await _after_authentication(es10, es9, transaction_id, server_response, confirm,
-                                             confirmation_code, progress)
+        client = await es9.authenticate_client(transaction_id=transaction_id,
+                                               authenticate_server_response=server_response)
+        if "smdpSigned3" in client:
+            if on_rpm is None:
+                raise DownloadProtocolError("the SM-DP+ answered with an RPM package, which this download "
+                                            "did not announce")
+            return await on_rpm(transaction_id, client)
+        result = await _after_authentication(es10, es9, transaction_id, client, confirm, confirmation_code,
+                                             progress)
     except BaseException as exc:
         # A function that failed at the SM-DP+ already ended its session there (SGP.22 5.6): only the
         # card's session is left to cancel.
@@ -304,9 +318,18 @@ def _check_initiate_authentication(auth: dict, smdp_address: str, smdp_oid: str 
             raise DownloadProtocolError(f"the SM-DP+ certificate carries OID {found}, the activation code {smdp_oid}")
 
 
-async def _after_authentication(es10, es9, transaction_id, server_response, confirm, confirmation_code, progress):
-    client = await es9.authenticate_client(transaction_id=transaction_id,
-                                           authenticate_server_response=server_response)
+def _ctx_params1(device: DeviceInfo | None, matching_id: str | None, operation_types: set[str] | None):
+    """ctxParams1 of AuthenticateServer (5.7.13); with ``operation_types`` the v3 form announcing them."""
+    context: dict[str, Any] = {"deviceInfo": (device or DeviceInfo()).to_asn1()}
+    if matching_id is not None:
+        context["matchingId"] = matching_id
+    if operation_types is None:
+        return {"ctxParamsForCommonAuthentication": context}
+    context["operationType"] = set(operation_types)
+    return v3.CtxParams1(name="ctxParamsForCommonAuthentication", value=context)
+
+
+async def _after_authentication(es10, es9, transaction_id, client, confirm, confirmation_code, progress):
     signed2 = client["smdpSigned2"]
     if client["transactionId"] != transaction_id or signed2["transactionId"].native != transaction_id:
         raise DownloadProtocolError("the SM-DP+ answered AuthenticateClient for another transaction")

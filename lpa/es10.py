@@ -21,6 +21,7 @@ from asn1crypto import core
 from lpa.transport import CardTransport
 from rsp import bpp as rsp_bpp
 from rsp import messages as m
+from rsp import messages_v3 as v3
 from rsp import status
 from rsp.errors import ApduError, DecodeError, Es10Error, KinsimError
 from rsp.ids import ISD_R_AID, eid_from_bytes, iccid_to_bcd, validate_iccid
@@ -349,16 +350,17 @@ class Es10Client:
     def list_notifications(self, operations: set[str] | None = None) -> list[m.NotificationMetadata]:
         """ES10b.ListNotification (5.7.9); ``operations`` filters by NotificationEvent names."""
         fields = {"profileManagementOperation": operations} if operations else {}
-        value = self._call("ListNotification", m.ListNotificationRequest(fields), m.ListNotificationResponse)
+        value = self._call("ListNotification", m.ListNotificationRequest(fields), v3.ListNotificationResponse)
         if value.name != "notificationMetadataList":
             _raise("ListNotification", value.chosen.native, LIST_NOTIFICATION_ERROR)
         return list(value.chosen)
 
     def retrieve_notifications(self, seq_number: int | None = None) -> list[m.PendingNotification]:
-        """ES10b.RetrieveNotificationsList (5.7.10): all pending notifications, or the one numbered."""
+        """ES10b.RetrieveNotificationsList (5.7.10): all pending notifications, or the one numbered
+        (including v3 LoadRpmPackageResults)."""
         fields = {"searchCriteria": {"seqNumber": seq_number}} if seq_number is not None else {}
         value = self._call("RetrieveNotificationsList", m.RetrieveNotificationsListRequest(fields),
-                           m.RetrieveNotificationsListResponse)
+                           v3.RetrieveNotificationsListResponse)
         if value.name != "notificationList":
             _raise("RetrieveNotificationsList", value.chosen.native, RETRIEVE_NOTIFICATIONS_ERROR)
         return list(value.chosen)
@@ -369,6 +371,12 @@ class Es10Client:
                            m.NotificationSentResponse)
         _check_result("RemoveNotificationFromList", value["deleteNotificationStatus"].native,
                       status.NOTIFICATION_SENT_RESULT)
+
+    def load_rpm_package(self, *, smdp_signed3, smdp_signature3: bytes) -> v3.LoadRpmPackageResult:
+        """ES10b.LoadRpmPackage (SGP.22 v3): the eUICC runs the SM-DP+'s RPM package and answers the
+        (normally signed) result, which it also keeps as a pending notification."""
+        request = v3.LoadRpmPackageRequest({"smdpSigned3": smdp_signed3, "smdpSignature3": smdp_signature3})
+        return self._call("LoadRpmPackage", request, v3.LoadRpmPackageResult)
 
     def get_rat(self) -> m.RulesAuthorisationTable:
         """ES10b.GetRAT (5.7.22): the Rules Authorisation Table."""

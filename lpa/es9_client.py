@@ -165,6 +165,8 @@ class Es9Client:
             document = json.loads(payload)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DecodeError(f"SM-DP+ {self.address} sent {function.name} a response that is not JSON: {exc}") from None
+        if function is es9_json.AUTHENTICATE_CLIENT and isinstance(document, dict):
+            function = es9_json.authenticate_client_answer(document)  # v3: an RPM package instead
         try:
             return es9_json.decode_response(function, document)
         except DecodeError as exc:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from lpa.es10 import Es10Client
 from rsp import messages as m
+from rsp import messages_v3 as v3
 from rsp.errors import Es10Error, KinsimError
 from rsp.ids import iccid_from_bcd
 
@@ -25,6 +26,10 @@ OPERATIONS = {
     "notificationEnable": "enable",
     "notificationDisable": "disable",
     "notificationDelete": "delete",
+    "notificationRpmEnable": "rpm enable",  # SGP.22 v3 remote profile management
+    "notificationRpmDisable": "rpm disable",
+    "notificationRpmDelete": "rpm delete",
+    "loadRpmPackageResult": "rpm result",
 }
 NO_RESULT_AVAILABLE = 1  # RetrieveNotificationsList: nothing matches the search criteria
 
@@ -45,7 +50,7 @@ class Notification:
     """NotificationMetadata (5.7.9) as people and scripts read it."""
 
     seq_number: int
-    operation: str  # install, enable, disable or delete
+    operation: str  # install, enable, disable, delete (or a v3 RPM operation, see OPERATIONS)
     address: str
     iccid: str | None
 
@@ -85,10 +90,7 @@ class Delivery:
 
 
 def metadata_of(pending: m.PendingNotification) -> m.NotificationMetadata:
-    chosen = pending.chosen
-    if pending.name == "profileInstallationResult":
-        return chosen["profileInstallationResultData"]["notificationMetadata"]
-    return chosen["tbsOtherNotification"]
+    return v3.notification_metadata(pending)
 
 
 def list_notifications(es10: Es10Client) -> list[Notification]:

@@ -685,7 +685,7 @@ def build_service(options: ServeOptions) -> FamilyService:
     from mno.authenticator import Authenticator
     from mno.es2_client import Es2Client, client_ssl_context
     from mno.plans import OperatorConfig, PlanBook
-    from mno.service import DirectorySink, ServiceConfig
+    from mno.service import DirectorySink, Es2RemoteManager, HttpProfileSink, ServiceConfig
     from mno.store import PgStore
 
     store = PgStore(options.dsn, schema=options.schema)
@@ -698,8 +698,9 @@ def build_service(options: ServeOptions) -> FamilyService:
             raise KinsimError("ES2+ needs --requester-id, --es2-cert, --es2-key and --es2-ca")
         es2 = Es2Client(options.smdp_url, options.requester_id,
                         ssl_context=client_ssl_context(options.es2_cert, options.es2_key, options.es2_ca))
-    sink = DirectorySink(options.profile_dir) if options.profile_dir else None
-    return FamilyService(PlanBook(store, config), Authenticator(store.authenticator_store()), es2, sink,
+    sink = DirectorySink(options.profile_dir) if options.profile_dir else (HttpProfileSink(es2) if es2 else None)
+    remote = Es2RemoteManager(es2, options.smds_address) if es2 else None
+    return FamilyService(PlanBook(store, config), Authenticator(store.authenticator_store()), es2, sink, remote,
                          config=ServiceConfig(smdp_address=options.smdp_address, smds_address=options.smds_address))
 
 

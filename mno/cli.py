@@ -560,6 +560,7 @@ def register(subparsers, name: str, help_text: str) -> None:
     p.add_argument("--callback-token", help="alternatively, a bearer token the SM-DP+ sends on callbacks")
     p.add_argument("--smdp-address", help="SM-DP+ address for activation codes (host[:port])")
     p.add_argument("--smds-address", help="SM-DS address for EID-bound invitations")
-    p.add_argument("--profile-dir", help="hand personalised profiles to the SM-DP+ through this directory")
+    p.add_argument("--profile-dir", help="hand personalised profiles to the SM-DP+ through this directory "
+                   "(default: kinsim's uploadProfile on its ES2+ listener)")
     p.add_argument("--sweep-interval", type=float, default=60.0, help="seconds between expiry sweeps")
     p.add_argument("--service-provider", default="kinsim", help="serviceProviderName shown on devices")

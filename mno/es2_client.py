@@ -23,6 +23,8 @@ import aiohttp
 
 from mno.plans import ProgressEvent
 from rsp import messages as m
+from rsp import messages_v3 as v3_m
+from rsp import rpm
 from rsp.errors import DecodeError, KinsimError, StatusCodeError
 from rsp.es9_json import ADMIN_PROTOCOL, CONTENT_TYPE, STATUS_SUCCESS, check_header
 from rsp.ids import validate_eid, validate_iccid
@@ -33,6 +35,8 @@ CONFIRM_ORDER = ES2_PREFIX + "confirmOrder"  # 5.3.2
 CANCEL_ORDER = ES2_PREFIX + "cancelOrder"  # 5.3.3
 RELEASE_PROFILE = ES2_PREFIX + "releaseProfile"  # 5.3.4
 HANDLE_DOWNLOAD_PROGRESS_INFO = ES2_PREFIX + "handleDownloadProgressInfo"  # 5.3.5
+RPM_ORDER = ES2_PREFIX + "rpmOrder"  # SGP.22 v3 remote profile management
+UPLOAD_PROFILE = "/kinsim/es2plus/uploadProfile"  # kinsim extension: the profile hand-over
 FINAL_AVAILABLE, FINAL_UNAVAILABLE = "Available", "Unavailable"  # finalProfileStatusIndicator
 Rng = Callable[[int], bytes]
 
@@ -129,6 +133,23 @@ class Es2Client:
         """5.3.4: a confirmed order becomes downloadable."""
         await self._call(RELEASE_PROFILE, {"iccid": iccid})
 
+    async def rpm_order(self, *, eid: str, rpm_script: bytes, iccid: str | None = None,
+                        matching_id: str | None = None, smds_address: str | None = None) -> str:
+        """v3 RpmOrder: the RPM package (RpmPackage DER) for the eUICC's next contact; with
+        ``smds_address`` the SM-DP+ registers the event there. Returns the matching ID (EventID)."""
+        answer = await self._call(RPM_ORDER, {
+            "eid": eid, "iccid": iccid, "rpmScript": base64.b64encode(rpm_script).decode("ascii"),
+            "matchingId": matching_id, "rootSmdsAddress": smds_address})  # fmt: skip
+        return _text(answer, "matchingId")
+
+    async def upload_profile(self, *, package: bytes, profile_type: str, service_provider_name: str,
+                             profile_name: str) -> str:
+        """kinsim's hand-over on the ES2+ listener: a personalised package into the SM-DP+'s inventory."""
+        answer = await self._call(UPLOAD_PROFILE, {
+            "profileType": profile_type, "serviceProviderName": service_provider_name, "profileName": profile_name,
+            "profilePackage": base64.b64encode(package).decode("ascii")})  # fmt: skip
+        return _text(answer, "iccid")
+
 
 def _text(answer: dict, name: str) -> str:
     value = answer.get(name)
@@ -144,15 +165,17 @@ def _optional_text(answer: dict, name: str) -> str | None:
 # --- HandleDownloadProgressInfo, received from the SM-DP+ (5.3.5) -----------------------------------
 
 _OPERATIONS = {"notificationInstall": "install", "notificationEnable": "enable", "notificationDisable": "disable",
-               "notificationDelete": "delete"}
+               "notificationDelete": "delete", "notificationRpmEnable": "enable", "notificationRpmDisable": "disable",
+               "notificationRpmDelete": "delete"}
 
 
 def parse_progress_info(body: Any) -> tuple[str, ProgressEvent]:
     """The requester identifier and the event of a HandleDownloadProgressInfo request.
 
     Raises DecodeError for malformed input. ``resultData`` (base64 of a
-    ProfileInstallationResult, or of the eUICC's signed enable/disable/delete notification when the
-    SM-DP+ forwards one) tells which profile operation happened; the SM-DP+ has verified its signature.
+    ProfileInstallationResult, or of the eUICC's signed enable/disable/delete notification or v3
+    LoadRpmPackageResult when the SM-DP+ forwards one) tells which profile operation happened; the
+    SM-DP+ has verified its signature.
     """
     if not isinstance(body, dict) or not isinstance(body.get("header"), dict):
         raise DecodeError("the request has no header")
@@ -174,7 +197,7 @@ def parse_progress_info(body: Any) -> tuple[str, ProgressEvent]:
         if not isinstance(eid, str):
             raise DecodeError("eid must be a JSON string")
         validate_eid(eid)
-    operation, install_ok = _result_data(body.get("resultData"))
+    operation, install_ok = _result_data(body.get("resultData"), iccid)
     return requester, ProgressEvent(iccid, point, success, eid, reason, operation, install_ok)
 
 
@@ -197,8 +220,9 @@ def _point_status(status: dict) -> tuple[bool, str | None]:
     return False, f"{data.get('subjectCode', '')}/{data.get('reasonCode', '')}"
 
 
-def _result_data(raw: Any) -> tuple[str | None, bool | None]:
-    """(operation, installation ok) from resultData; (None, None) when absent."""
+def _result_data(raw: Any, iccid: str) -> tuple[str | None, bool | None]:
+    """(operation, installation ok) from resultData; (None, None) when absent. A v3 LoadRpmPackageResult
+    reads as "delete" when the eUICC reports ``iccid`` deleted, else "rpm"."""
     if raw is None:
         return None, None
     if not isinstance(raw, str):
@@ -213,10 +237,14 @@ def _result_data(raw: Any) -> tuple[str | None, bool | None]:
     if data[:1] == b"\x30":
         tbs = m.decode(m.OtherSignedNotification, data)["tbsOtherNotification"]
     else:
-        pending = m.decode(m.PendingNotification, data)
+        pending = m.decode(v3_m.PendingNotification, data)
         if pending.name == "profileInstallationResult":
             return "install", pending.chosen["profileInstallationResultData"]["finalResult"].name == "successResult"
-        tbs = pending.chosen["tbsOtherNotification"]
+        if pending.name == "loadRpmPackageResultSigned":  # v3: an RPM package the eUICC ran for us
+            data_signed = pending.chosen["loadRpmPackageResultDataSigned"]
+            return ("delete" if iccid in rpm.deleted_iccids(data_signed) else "rpm"), None
+        tbs = v3_m.notification_metadata(pending)
+    tbs = m.decode(v3_m.NotificationMetadata, tbs.dump())
     operations = [op for op in tbs["profileManagementOperation"].native if op in _OPERATIONS]
     if len(operations) != 1:
         raise DecodeError("a notification names exactly one profile management operation")

@@ -17,7 +17,9 @@ CancelOrder for orders never installed -> ``RemoteManager.revoke_profile`` for i
 RPM); the deletion notification later reconciles the state.
 
 Profiles reach the SM-DP+ outside ES2+ (SGP.22 assumes they are already there); ``ProfileSink`` is
-that hand-over. The metadata named with it is the operator's name and a plan code: no personal data.
+that hand-over (``HttpProfileSink``: kinsim's uploadProfile next to ES2+). The metadata named with it
+is the operator's name and a plan code: no personal data. ``Es2RemoteManager`` asks for the remote
+deletion with the v3 ES2+.RpmOrder.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from mno.plans import (
     ProgressEvent,
     Revocation,
 )
+from rsp import rpm
 from rsp.activation import ActivationCode
 from rsp.errors import DecodeError, KinsimError, StatusCodeError
 from rsp.saip import ProfilePackage
@@ -78,6 +81,36 @@ class RemoteManager(Protocol):
         """Mark the installed profile revoked at the SM-DP+ and queue its deletion on the eUICC for the
         next LPA contact (SGP.22 v3 remote profile management)."""
         ...
+
+
+class HttpProfileSink:
+    """The ProfileSink of a separate SM-DP+: kinsim's uploadProfile on its ES2+ listener (mutual TLS,
+    the operator's client certificate), next to the GSMA ES2+ functions."""
+
+    def __init__(self, es2: Es2Client):
+        self.es2 = es2
+
+    async def upload(self, package: bytes, metadata: ProfileMetadata) -> None:
+        await self.es2.upload_profile(package=package, profile_type=metadata.profile_type,
+                                      service_provider_name=metadata.service_provider_name,
+                                      profile_name=metadata.profile_name)
+
+
+class Es2RemoteManager:
+    """RemoteManager over SGP.22 v3 ES2+.RpmOrder: an RPM package disabling then deleting the profile,
+    delivered at the eUICC's next contact; the event is registered at ``smds_address`` (the SM-DS the
+    eUICC's LPA asks). A refusal (e.g. an eUICC without rpmSupport: the SM-DP+ only marks the profile
+    revoked) raises StatusCodeError and the profile stays pending."""
+
+    def __init__(self, es2: Es2Client, smds_address: str | None):
+        self.es2 = es2
+        self.smds_address = smds_address
+
+    async def revoke_profile(self, iccid: str, eid: str | None) -> None:
+        if eid is None:
+            raise KinsimError("the profile's eUICC is unknown: no remote deletion is possible")
+        await self.es2.rpm_order(eid=eid, iccid=iccid, rpm_script=rpm.revocation_package(iccid).dump(),
+                                 smds_address=self.smds_address)
 
 
 class CallableSink:
@@ -311,5 +344,5 @@ class FamilyService:
         return outcome
 
 
-__all__ = ["CallableSink", "DirectorySink", "FamilyService", "Invite", "ProfileMetadata", "ProfileSink",
-           "RemoteManager", "ServiceConfig", "TemplateError", "metadata_for"]
+__all__ = ["CallableSink", "DirectorySink", "Es2RemoteManager", "FamilyService", "HttpProfileSink", "Invite",
+           "ProfileMetadata", "ProfileSink", "RemoteManager", "ServiceConfig", "TemplateError", "metadata_for"]

@@ -16,6 +16,7 @@ from typing import Any
 from asn1crypto import core, x509
 
 from rsp import messages as m
+from rsp import messages_v3 as v3
 from rsp.errors import DecodeError, StatusCode, StatusCodeError
 
 ADMIN_PROTOCOL = "gsma/rsp/v2.5.0"  # X-Admin-Protocol value we send (6.5.1)
@@ -72,6 +73,19 @@ AUTHENTICATE_CLIENT = Function(
     response=(_TID, Field("profileMetadata", TLV, m.StoreMetadataRequest), Field("smdpSigned2", TLV, m.SmdpSigned2),
               Field("smdpSignature2", TLV, Signature), Field("smdpCertificate", TLV, x509.Certificate)),
 )
+# v3 (5.6.3): AuthenticateClient answered with an RPM package instead of profile metadata.
+AUTHENTICATE_CLIENT_RPM = Function(
+    "authenticateClient", ES9 + "authenticateClient",
+    request=AUTHENTICATE_CLIENT.request,
+    response=(_TID, Field("smdpSigned3", TLV, v3.SmdpSigned3), Field("smdpSignature3", TLV, Signature)),
+)
+
+
+def authenticate_client_answer(values: dict[str, Any]) -> Function:
+    """The binding of an AuthenticateClient answer (values or JSON document): v3 RPM or download."""
+    return AUTHENTICATE_CLIENT_RPM if "smdpSigned3" in values else AUTHENTICATE_CLIENT
+
+
 GET_BOUND_PROFILE_PACKAGE = Function(
     "getBoundProfilePackage", ES9 + "getBoundProfilePackage",
     request=(_TID, Field("prepareDownloadResponse", TLV, m.PrepareDownloadResponse)),
@@ -79,7 +93,7 @@ GET_BOUND_PROFILE_PACKAGE = Function(
 )
 HANDLE_NOTIFICATION = Function(
     "handleNotification", ES9 + "handleNotification",
-    request=(Field("pendingNotification", TLV, m.PendingNotification),),
+    request=(Field("pendingNotification", TLV, v3.PendingNotification),),  # v2 alternatives + v3 RPM result
     response=(),
     empty_response_status=204,
 )

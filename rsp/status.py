@@ -70,6 +70,8 @@ EUICC_REPORTED_ERROR = StatusCode("8.1", "4.2")  # the eUICC answered with an er
 INSTALLATION_FAILED = StatusCode("8.2", "4.2")  # HandleDownloadProgressInfo of an errorResult (kinsim choice)
 CONDITIONAL_ELEMENT_MISSING = StatusCode("1.3.1", "2.3")  # DownloadOrder: neither iccid nor profileType
 PROFILE_TYPE_MISMATCH = StatusCode("8.2.5", "3.10")  # the ICCID is not of the requested profileType
+# v3 Remote Profile Management (kinsim choices where v3 names no code)
+RPM_UNSUPPORTED = StatusCode("8.1", "3.1")  # RpmOrder / AuthenticateClient: the eUICC lacks rpmSupport
 # SM-DS (5.8, 5.9)
 INVALID_SMDS_ADDRESS = StatusCode("8.9.1", "3.8")
 EVENT_RECORD_ALREADY_EXISTS = StatusCode("8.9.5", "3.3")

@@ -72,6 +72,8 @@ class SmdpConfig:
     callback_ca: Path | None = None  # trust anchors for the operators' callback servers
     callback_attempts: int = 5
     callback_backoff: float = 1.0  # seconds before the first retry; doubles each time
+    # SGP.22 v3 RPM: give profiles for rpmSupport eUICCs an rpmConfiguration naming us as managing SM-DP+
+    rpm_configuration: bool = True
 
     def __post_init__(self):
         if not self.credentials:

@@ -3,12 +3,14 @@
 Requests carry ``header.functionRequesterIdentifier`` and ``header.functionCallIdentifier``;
 responses carry ``header.functionExecutionStatus`` exactly as in ES9+ (``rsp.es9_json``), with
 ``statusCodeData`` on failure. The SM-DP+ serves DownloadOrder, ConfirmOrder, CancelOrder and
-ReleaseProfile and calls the operator's HandleDownloadProgressInfo.
+ReleaseProfile, the v3 RpmOrder and the kinsim uploadProfile hand-over, and calls the operator's
+HandleDownloadProgressInfo.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -71,7 +73,27 @@ HANDLE_DOWNLOAD_PROGRESS_INFO = Es2Function(
              Es2Field("resultData", "result_data", optional=True), Es2Field("imei", "imei", optional=True)),
 )
 
-SMDP_FUNCTIONS = {f.path: f for f in (DOWNLOAD_ORDER, CONFIRM_ORDER, CANCEL_ORDER, RELEASE_PROFILE)}
+# SGP.22 v3 ES2+.RpmOrder: rpmScript is base64 of an RpmPackage (DER); the answer names the matching ID
+# (the EventID the eUICC's LPA presents). Member names as kinsim reads v3; not checked against its text.
+RPM_ORDER = Es2Function(
+    "rpmOrder", ES2 + "rpmOrder",
+    request=(Es2Field("eid", "eid"), Es2Field("iccid", "iccid", optional=True), Es2Field("rpmScript", "rpm_script"),
+             Es2Field("matchingId", "matching_id", optional=True),
+             Es2Field("rootSmdsAddress", "smds_address", optional=True)),
+    response=(Es2Field("matchingId", "matching_id"),),
+)
+# kinsim extension, outside the GSMA paths: an operator hands a personalised profile package (base64
+# of the SAIP DER) to the SM-DP+'s inventory; SGP.22 assumes profiles are already there.
+UPLOAD_PROFILE = Es2Function(
+    "uploadProfile", "/kinsim/es2plus/uploadProfile",
+    request=(Es2Field("profileType", "profile_type"), Es2Field("profilePackage", "package"),
+             Es2Field("serviceProviderName", "service_provider_name", optional=True),
+             Es2Field("profileName", "profile_name", optional=True)),
+    response=(_ICCID,),
+)
+
+SMDP_FUNCTIONS = {f.path: f for f in (DOWNLOAD_ORDER, CONFIRM_ORDER, CANCEL_ORDER, RELEASE_PROFILE, RPM_ORDER,
+                                      UPLOAD_PROFILE)}
 
 
 _KIND_NAMES = {TEXT: "string", BOOL: "boolean", INT: "number", OBJECT: "object"}
@@ -143,6 +165,14 @@ def decode_response(function: Es2Function, body: Any) -> dict[str, Any]:
         elif not field.optional:
             raise MissingField(field.name)
     return out
+
+
+def base64_field(name: str, text: str) -> bytes:
+    """A binary member (rpmScript, profilePackage): base64 of the DER."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise DecodeError(f"{name} is not valid base64") from None
 
 
 def format_timestamp(moment: datetime) -> str:

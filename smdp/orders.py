@@ -25,13 +25,25 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from rsp import status
+from rsp import messages_v3 as v3
+from rsp import rpm, status
 from rsp.errors import DecodeError, StatusCodeError
 from rsp.ids import validate_eid, validate_iccid
+from rsp.messages import decode
 from rsp.saip import ProfilePackage
 from rsp.status import CONDITIONAL_ELEMENT_MISSING, EID_INVALID, PROFILE_TYPE_MISMATCH
 from smdp import es2_json
-from smdp.store import Profile, ProfileState, Session, SessionState, Store
+from smdp.store import (
+    CommitAndRaise,
+    Profile,
+    ProfileState,
+    ProfileType,
+    RpmOrder,
+    RpmState,
+    Session,
+    SessionState,
+    Store,
+)
 
 Clock = Callable[[], datetime]
 Rng = Callable[[int], bytes]
@@ -43,8 +55,9 @@ POINT_ELIGIBILITY = 1  # Eligibility and Retry Limit Check (AuthenticateClient)
 POINT_CONFIRMATION_FAILURE = 2  # ConfirmationFailure (confirmation code)
 POINT_BPP_DOWNLOAD = 3  # BPP Download (GetBoundProfilePackage)
 POINT_BPP_INSTALLATION = 4  # BPP Installation (ProfileInstallationResult)
-# Our choice, not named by SGP.22 v2.5: a verified enable/disable/delete notification forwarded to the
-# operator that owns the profile; resultData carries the signed notification, which names the operation.
+# Our choice, not named by SGP.22 v2.5: a verified enable/disable/delete notification (or the v3
+# LoadRpmPackageResult of an RPM order) forwarded to the operator that owns the profile; resultData
+# carries the signed notification, which names the operation.
 POINT_PROFILE_NOTIFICATION = 5
 
 ORDER_STATES = (ProfileState.ALLOCATED, ProfileState.LINKED, ProfileState.CONFIRMED, ProfileState.RELEASED,
@@ -68,11 +81,11 @@ def expected_hash_cc(cc_digest: bytes, transaction_id: bytes) -> bytes:
 
 
 class OrderHooks:
-    """Extension points for what later features attach to orders (all no-ops here).
+    """Extension points for what other features attach to orders (all no-ops here).
 
-    Family plans will register EID-bound orders with an SM-DS (ES12.RegisterEvent) in
-    ``order_confirmed``, mark revocations in ``order_changed`` and queue a v3 pending delete for the
-    next LPA contact from ``notification_received``.
+    They run inside the store transaction of the change. (SM-DS events are registered and deleted by
+    smdp.smds_link from the ES2+ handlers, since ES12 is a network call; v3 RPM orders have their own
+    table and ``rpm_order``.)
     """
 
     def order_confirmed(self, profile: Profile) -> None:
@@ -152,6 +165,8 @@ class Orders:
             matching_id = self._choose_matching_id(matching_id, eid)
             if smds_address is not None and eid is None:
                 raise StatusCodeError(status.EID_MISSING, "an SM-DS event needs the EID of the order")
+            if smds_address is not None and not matching_id:
+                raise StatusCodeError(status.MATCHING_ID_INVALID, "an SM-DS event needs a matching ID (its EventID)")
             if confirmation_code is not None and not confirmation_code:
                 raise StatusCodeError(status.INVALID_REQUEST, "the confirmation code must not be empty")
             new = replace(profile, state=ProfileState.RELEASED if release_flag else ProfileState.CONFIRMED, eid=eid,
@@ -189,6 +204,88 @@ class Orders:
                 raise StatusCodeError(status.ICCID_INVALID_TRANSITION,
                                       f"profile {iccid} is {profile.state}; only a Confirmed order can be released")
             return self.update(profile, replace(profile, state=ProfileState.RELEASED))
+
+    def restore(self, previous: Profile) -> Profile:
+        """Put an order back as it was (ConfirmOrder whose SM-DS registration failed)."""
+        with self.store.transaction():
+            return self.update(self._profile(previous.iccid), previous)
+
+    # --- kinsim extension: profile hand-over (SGP.22 leaves it out of ES2+) -----------------------
+
+    def upload_profile(self, requester: str | None, *, package: bytes, profile_type: str,
+                       service_provider_name: str = "", profile_name: str = "") -> Profile:
+        """Add an operator's personalised profile package to the inventory (Available), with the
+        metadata its type shows on devices. The ICCID comes from the package header."""
+        if not profile_type or len(profile_type) > 64:
+            raise StatusCodeError(status.INVALID_REQUEST, "profileType must be 1 to 64 characters")
+        try:
+            decoded = ProfilePackage.decode(package)
+            iccid = validate_iccid(decoded.iccid)
+        except DecodeError as exc:
+            raise StatusCodeError(status.INVALID_REQUEST, f"profilePackage is not a SAIP profile package: {exc}") \
+                from None
+        with self.store.transaction():
+            if self.store.profile(iccid) is not None:
+                raise StatusCodeError(status.ICCID_ALREADY_IN_USE, f"a profile with ICCID {iccid} is already here", iccid)
+            self.store.put_profile_type(ProfileType(profile_type, service_provider_name, profile_name))
+            return self.store.add_profile(iccid, profile_type, decoded.encode(), self.clock())
+
+    # --- SGP.22 v3 ES2+.RpmOrder ------------------------------------------------------------------
+
+    def rpm_order(self, requester: str | None, *, eid: str, rpm_script: bytes, iccid: str | None = None,
+                  matching_id: str | None = None, smds_address: str | None = None) -> RpmOrder:
+        """Queue an RPM package for the eUICC's next contact (v3 3.7.1). Every command must name one of
+        the requester's profiles installed on that eUICC; a Delete marks the profile Revoked at once.
+
+        An eUICC that did not announce rpmSupport gets no package: its profiles are marked Revoked and
+        the order is refused (RPM_UNSUPPORTED) so the operator knows no deletion will follow.
+        """
+        try:
+            with self.store.transaction():
+                return self._rpm_order(requester, eid, rpm_script, iccid, matching_id, smds_address)
+        except CommitAndRaise as kept:
+            raise kept.error from None
+
+    def _rpm_order(self, requester, eid, rpm_script, iccid, matching_id, smds_address) -> RpmOrder:
+        _check_eid(eid)
+        try:
+            commands = rpm.package_commands(decode(v3.RpmPackage, rpm_script))
+        except DecodeError as exc:
+            raise StatusCodeError(status.INVALID_REQUEST, f"rpmScript: {exc}") from None
+        if not commands:
+            raise StatusCodeError(status.INVALID_REQUEST, "rpmScript holds no command")
+        targets = {c.iccid: self._rpm_target(requester, c.iccid, eid) for c in commands}
+        if iccid is not None and iccid not in targets:
+            raise StatusCodeError(status.INVALID_REQUEST, f"the rpmScript does not act on profile {iccid}")
+        if matching_id == "":
+            raise StatusCodeError(status.MATCHING_ID_INVALID, "an RPM order needs a matching ID (its EventID)")
+        matching_id = self._choose_matching_id(matching_id, eid)
+        for command in commands:
+            if command.action == "delete" and targets[command.iccid].state is not ProfileState.REVOKED:
+                targets[command.iccid] = self.update(targets[command.iccid],
+                                                     replace(targets[command.iccid], state=ProfileState.REVOKED))
+        if not self.store.euicc_rpm_support(eid):
+            raise CommitAndRaise(StatusCodeError(status.RPM_UNSUPPORTED, "the eUICC does not support remote profile "
+                                                 "management (v3 RPM): its profile is marked revoked only", eid))
+        now = self.clock()
+        order = RpmOrder(matching_id, eid, rpm_script, RpmState.PENDING, iccid or commands[0].iccid, requester,
+                         smds_address, created_at=now, updated_at=now)
+        self.store.add_rpm_order(order)
+        return order
+
+    def _rpm_target(self, requester: str | None, iccid: str, eid: str) -> Profile:
+        profile = self._owned(requester, iccid)
+        if profile.state not in (ProfileState.INSTALLED, ProfileState.REVOKED):
+            raise StatusCodeError(status.ICCID_INVALID_TRANSITION,
+                                  f"profile {iccid} is {profile.state}: only an installed profile can be managed", iccid)
+        if profile.download_eid != eid:
+            raise StatusCodeError(status.ICCID_EID_MISMATCH, f"profile {iccid} is not installed on EID {eid}", iccid)
+        return profile
+
+    def withdraw_rpm_order(self, matching_id: str) -> None:
+        """Forget an RPM order whose SM-DS registration failed (the Revoked marks stay)."""
+        with self.store.transaction():
+            self.store.remove_rpm_order(matching_id)
 
     def create_order(self, *, iccid: str | None = None, profile_type: str | None = None, eid: str | None = None,
                      matching_id: str | None = None, confirmation_code: str | None = None,

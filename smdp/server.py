@@ -7,6 +7,10 @@ ES9+ listener presents CERT.DPtls; the ES2+ listener also requires a client cert
 configured operator CA, and the operator is the certificate's CN (it must equal the request's
 functionRequesterIdentifier). ES2+.HandleDownloadProgressInfo goes out from a durable outbox in the
 background, retried with backoff, so it never delays an ES9+ response.
+
+The ES2+ listener also serves the SGP.22 v3 RpmOrder and kinsim's uploadProfile hand-over (outside the
+/gsma/ paths). ConfirmOrder with smdsAddress and RpmOrder with rootSmdsAddress register their SM-DS
+event (ES12) before answering; events whose order ended are deleted after each request (smds_link).
 """
 
 from __future__ import annotations
@@ -33,10 +37,11 @@ from certs.pki import Credential
 from rsp import es9_json, status
 from rsp.errors import DecodeError, StatusCodeError
 from rsp.es9_json import ADMIN_PROTOCOL, CONTENT_TYPE, MissingField
-from smdp import es2_json
+from smdp import es2_json, smds_link
 from smdp.config import ConfigError, SmdpConfig
 from smdp.core import SmdpCore
 from smdp.orders import Orders
+from smdp.smds_link import SmdsLink
 from smdp.store import OutboxEntry, Store
 
 log = logging.getLogger("kinsim.smdp")
@@ -48,6 +53,8 @@ TLS12_CIPHERS = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-SHA256"
 CORE = web.AppKey("core", SmdpCore)
 ORDERS = web.AppKey("orders", Orders)
 NOTIFIER = web.AppKey("notifier", object)
+SMDS = web.AppKey("smds", object)
+MAX_ES2_BODY = 4 * 1024 * 1024  # uploadProfile carries a whole profile package
 
 
 # --- TLS ------------------------------------------------------------------------------------------
@@ -147,19 +154,21 @@ async def _guarded(request: web.Request, call: Callable) -> web.StreamResponse:
         log.exception("%s failed", request.path)
         return _error_response(StatusCodeError(status.EXECUTION_ERROR, "internal error in the SM-DP+"))
     finally:  # refusals may have queued operator callbacks too (blocked orders, wrong codes)
-        notifier = request.app.get(NOTIFIER)
-        if notifier is not None:
-            notifier.wake()
+        for background in (request.app.get(NOTIFIER), request.app.get(SMDS)):
+            if background is not None:
+                background.wake()
 
 
 # --- ES9+ -----------------------------------------------------------------------------------------
 
 
-def es9_app(core: SmdpCore, notifier: ProgressNotifier | None = None) -> web.Application:
+def es9_app(core: SmdpCore, notifier: ProgressNotifier | None = None, smds: SmdsLink | None = None) -> web.Application:
     app = web.Application()
     app[CORE] = core
     if notifier is not None:
         app[NOTIFIER] = notifier
+    if smds is not None:
+        app[SMDS] = smds
     for path, function in es9_json.ES9_FUNCTIONS.items():
         app.router.add_post(path, _es9_handler(function))
     return app
@@ -171,7 +180,9 @@ def _es9_handler(function: es9_json.Function):
             result = request.app[CORE].handle(function, es9_json.decode_request(function, body))
             if function.empty_response_status:
                 return web.Response(status=function.empty_response_status, headers={"X-Admin-Protocol": ADMIN_PROTOCOL})
-            return _json_response(es9_json.encode_response(function, result))
+            answer = es9_json.authenticate_client_answer(result) if function is es9_json.AUTHENTICATE_CLIENT \
+                else function
+            return _json_response(es9_json.encode_response(answer, result))
 
         return await _guarded(request, call)
 
@@ -181,11 +192,13 @@ def _es9_handler(function: es9_json.Function):
 # --- ES2+ -----------------------------------------------------------------------------------------
 
 
-def es2_app(orders: Orders, notifier: ProgressNotifier | None = None) -> web.Application:
-    app = web.Application()
+def es2_app(orders: Orders, notifier: ProgressNotifier | None = None, smds: SmdsLink | None = None) -> web.Application:
+    app = web.Application(client_max_size=MAX_ES2_BODY)
     app[ORDERS] = orders
     if notifier is not None:
         app[NOTIFIER] = notifier
+    if smds is not None:
+        app[SMDS] = smds
     for path, function in es2_json.SMDP_FUNCTIONS.items():
         app.router.add_post(path, _es2_handler(function))
     return app
@@ -201,22 +214,60 @@ def client_identity(request: web.Request) -> str | None:
     return str(names[0].value) if names else None
 
 
-def _download_order(orders: Orders, requester: str, args: dict) -> dict:
-    return {"iccid": orders.download_order(requester, **args)}
+async def _download_order(app: web.Application, requester: str, args: dict) -> dict:
+    return {"iccid": app[ORDERS].download_order(requester, **args)}
 
 
-def _confirm_order(orders: Orders, requester: str, args: dict) -> dict:
-    return orders.confirm_order(requester, **args)
+async def _confirm_order(app: web.Application, requester: str, args: dict) -> dict:
+    """ConfirmOrder; with smdsAddress the SM-DS event is registered before we answer (3.6.1): if that
+    fails, the order is put back as it was and the ES12 failure is the answer."""
+    orders = app[ORDERS]
+    before = orders.store.profile(args["iccid"])
+    result = orders.confirm_order(requester, **args)
+    if args.get("smds_address"):
+        try:
+            await _smds(app).register(args["smds_address"], eid=result["eid"], event_id=result["matchingId"],
+                                      kind=smds_link.DOWNLOAD)
+        except StatusCodeError:
+            orders.restore(before)
+            raise
+    return result
 
 
-def _cancel_order(orders: Orders, requester: str, args: dict) -> dict:
-    orders.cancel_order(requester, **args)
+async def _cancel_order(app: web.Application, requester: str, args: dict) -> dict:
+    app[ORDERS].cancel_order(requester, **args)
     return {}
 
 
-def _release_profile(orders: Orders, requester: str, args: dict) -> dict:
-    orders.release_profile(requester, **args)
+async def _release_profile(app: web.Application, requester: str, args: dict) -> dict:
+    app[ORDERS].release_profile(requester, **args)
     return {}
+
+
+async def _rpm_order(app: web.Application, requester: str, args: dict) -> dict:
+    """v3 RpmOrder: queue the package; with rootSmdsAddress register its event for the eUICC."""
+    script = es2_json.base64_field("rpmScript", args.pop("rpm_script"))
+    order = app[ORDERS].rpm_order(requester, rpm_script=script, **args)
+    if order.smds_address:
+        try:
+            await _smds(app).register(order.smds_address, eid=order.eid, event_id=order.matching_id,
+                                      kind=smds_link.RPM)
+        except StatusCodeError:
+            app[ORDERS].withdraw_rpm_order(order.matching_id)
+            raise
+    return {"matchingId": order.matching_id}
+
+
+async def _upload_profile(app: web.Application, requester: str, args: dict) -> dict:
+    package = es2_json.base64_field("profilePackage", args.pop("package"))
+    return {"iccid": app[ORDERS].upload_profile(requester, package=package, **args).iccid}
+
+
+def _smds(app: web.Application) -> SmdsLink:
+    link = app.get(SMDS)
+    if link is None:
+        raise StatusCodeError(status.SMDS_INACCESSIBLE, "this SM-DP+ is not set up to reach an SM-DS")
+    return link
 
 
 _ES2_CALLS = {
@@ -224,6 +275,8 @@ _ES2_CALLS = {
     es2_json.CONFIRM_ORDER.name: _confirm_order,
     es2_json.CANCEL_ORDER.name: _cancel_order,
     es2_json.RELEASE_PROFILE.name: _release_profile,
+    es2_json.RPM_ORDER.name: _rpm_order,
+    es2_json.UPLOAD_PROFILE.name: _upload_profile,
 }
 
 
@@ -235,7 +288,7 @@ def _es2_handler(function: es2_json.Es2Function):
             if identity is None or identity != header.function_requester_identifier:
                 raise StatusCodeError(status.FUNCTION_REQUESTER_UNKNOWN,
                                       "functionRequesterIdentifier does not match the TLS client certificate")
-            values = _ES2_CALLS[function.name](request.app[ORDERS], identity, args)
+            values = await _ES2_CALLS[function.name](request.app, identity, args)
             return _json_response(es2_json.encode_response(function, values))
 
         return await _guarded(request, call)
@@ -333,12 +386,13 @@ def _url(sock: socket.socket) -> str:
 class SmdpServer:
     """ES9+ (and optionally ES2+) listeners over one core and store, with the callback notifier."""
 
-    def __init__(self, core: SmdpCore, *, notifier: ProgressNotifier | None = None):
+    def __init__(self, core: SmdpCore, *, notifier: ProgressNotifier | None = None, smds: SmdsLink | None = None):
         if core.config.tls is None:
             raise ConfigError("the SM-DP+ needs its DPtls certificate and key to serve HTTPS")
         self.core = core
         # Retries are scheduled on the wall clock: they are about the network, not protocol time.
         self.notifier = notifier if notifier is not None else ProgressNotifier(core.config, core.store)
+        self.smds = smds if smds is not None else SmdsLink(lambda: core.config, core.store)
         self._runners: list[web.AppRunner] = []
         self.urls: dict[str, str] = {}
 
@@ -346,12 +400,13 @@ class SmdpServer:
         """Listen (port 0 = ephemeral) and return {"es9": url, "es2": url}."""
         config = self.core.config
         await self.notifier.start()
-        self.urls["es9"] = await self._serve(es9_app(self.core, self.notifier), host, port,
+        await self.smds.start()
+        self.urls["es9"] = await self._serve(es9_app(self.core, self.notifier, self.smds), host, port,
                                              server_ssl_context(config.tls))
         if es2_port is not None:
             if config.es2_client_ca is None:
                 raise ConfigError("ES2+ needs the operator CA that issues client certificates (--es2-client-ca)")
-            self.urls["es2"] = await self._serve(es2_app(self.core.orders, self.notifier), host, es2_port,
+            self.urls["es2"] = await self._serve(es2_app(self.core.orders, self.notifier, self.smds), host, es2_port,
                                                  server_ssl_context(config.tls, config.es2_client_ca))
         self.notifier.wake()  # deliver what a previous run left in the outbox
         return dict(self.urls)
@@ -369,3 +424,4 @@ class SmdpServer:
             await runner.cleanup()
         self._runners.clear()
         await self.notifier.stop()
+        await self.smds.stop()

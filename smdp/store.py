@@ -1,5 +1,6 @@
 """SM-DP+ state in one SQLite file: inventory and orders, RSP sessions, used one-time keys,
-received notifications and the outbox of operator callbacks (ES2+.HandleDownloadProgressInfo).
+received notifications, the outbox of operator callbacks (ES2+.HandleDownloadProgressInfo), SGP.22 v3
+RPM orders, what each eUICC said about RPM support, and the events registered at SM-DSs.
 
 One connection per process in WAL mode; every request runs in one ``transaction()`` (BEGIN
 IMMEDIATE ... COMMIT), so a failed request leaves nothing behind and a restart finds orders and
@@ -38,6 +39,18 @@ class ProfileState(StrEnum):
     INSTALLED = "Installed"
     ERROR = "Error"
     UNAVAILABLE = "Unavailable"
+    # kinsim extension (SGP.22 v3 RPM): installed, but its operator revoked it; becomes Unavailable once
+    # the eUICC reports it deleted
+    REVOKED = "Revoked"
+
+
+class RpmState(StrEnum):
+    """An RPM order (SGP.22 v3 ES2+.RpmOrder) waiting for, or served at, the eUICC's next contact."""
+
+    PENDING = "pending"  # until an LPA contacts us for its event
+    DELIVERED = "delivered"  # the package went to the LPA; its LoadRpmPackageResult is awaited
+    DONE = "done"  # every command succeeded
+    FAILED = "failed"  # the eUICC refused the package or a command failed
 
 
 class SessionState(StrEnum):
@@ -88,7 +101,7 @@ class Profile:
     cc_hash: bytes | None = None  # SHA-256 of the confirmation code; the code itself is not kept
     cc_attempts: int = 0
     download_attempts: int = 0
-    smds_address: str | None = None  # extension point: ES12 event registration is not built
+    smds_address: str | None = None  # ConfirmOrder asked for an SM-DS event (registered by smdp.smds_link)
     expires_at: datetime | None = None
     current_tid: bytes | None = None  # the RSP session serving the order
     download_eid: str | None = None  # the eUICC the last BPP was bound to
@@ -119,6 +132,31 @@ class Session:
     cc_required: bool = False
     delivered_at: datetime | None = None
     result: str | None = None  # how a closed session ended
+
+
+@dataclass(frozen=True)
+class RpmOrder:
+    matching_id: str  # the event ID the eUICC's LPA presents
+    eid: str
+    package: bytes  # RpmPackage DER, as the operator's rpmScript carried it
+    state: RpmState
+    iccid: str | None = None  # the operator's profile the order is about
+    requester: str | None = None
+    smds_address: str | None = None
+    current_tid: bytes | None = None
+    result: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SmdsEvent:
+    """An event this SM-DP+ registered at an SM-DS (ES12.RegisterEvent), kept until it is deleted."""
+
+    eid: str
+    event_id: str
+    smds_address: str
+    kind: str  # "download" (a download order) or "rpm" (an RPM order)
 
 
 @dataclass(frozen=True)
@@ -206,11 +244,38 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS rpm_orders (
+    matching_id TEXT PRIMARY KEY,
+    eid TEXT NOT NULL,
+    package BLOB NOT NULL,
+    state TEXT NOT NULL,
+    iccid TEXT,
+    requester TEXT,
+    smds_address TEXT,
+    current_tid BLOB,
+    result TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rpm_orders_by_tid ON rpm_orders (current_tid);
+CREATE TABLE IF NOT EXISTS euiccs (
+    eid TEXT PRIMARY KEY,
+    rpm_support INTEGER NOT NULL,
+    seen_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS smds_events (
+    eid TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    smds_address TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    PRIMARY KEY (eid, event_id)
+);
 """
 
 # Columns read for a Profile: everything but the package itself, which only GetBPP needs.
 _PROFILE_COLUMNS = [f.name for f in fields(Profile)]
 _SESSION_COLUMNS = [f.name for f in fields(Session)]
+_RPM_COLUMNS = [f.name for f in fields(RpmOrder)]
 
 
 def _ts(moment: datetime | None) -> str | None:
@@ -368,7 +433,11 @@ class Store:
         return profile
 
     def matching_id_taken(self, matching_id: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM profiles WHERE matching_id = ?", (matching_id,)).fetchone() is not None
+        """Used by a download order or an RPM order (both are found by it)."""
+        for table in ("profiles", "rpm_orders"):
+            if self.conn.execute(f"SELECT 1 FROM {table} WHERE matching_id = ?", (matching_id,)).fetchone():
+                return True
+        return False
 
     def _one_profile(self, where: str, args: tuple) -> Profile | None:
         row = self.conn.execute(f"SELECT {','.join(_PROFILE_COLUMNS)} FROM profiles WHERE {where}", args).fetchone()
@@ -434,6 +503,55 @@ class Store:
                                  (eid,) if eid else ())
         return [dict(zip(("eid", "seq_number", "operation", "iccid", "received_at"), r, strict=True)) for r in rows]
 
+    # --- RPM orders, eUICC capabilities, SM-DS events (SGP.22 v3 RPM, ES12) -----------------------
+
+    def add_rpm_order(self, order: RpmOrder) -> None:
+        values = [_db_value(getattr(order, c)) for c in _RPM_COLUMNS]
+        self.conn.execute(f"INSERT INTO rpm_orders ({','.join(_RPM_COLUMNS)}) VALUES ({','.join('?' * len(values))})",
+                          values)
+
+    def save_rpm_order(self, order: RpmOrder, now: datetime) -> RpmOrder:
+        order = replace(order, updated_at=now)
+        columns = _RPM_COLUMNS[1:]
+        self.conn.execute(f"UPDATE rpm_orders SET {', '.join(c + ' = ?' for c in columns)} WHERE matching_id = ?",
+                          (*[_db_value(getattr(order, c)) for c in columns], order.matching_id))
+        return order
+
+    def remove_rpm_order(self, matching_id: str) -> None:
+        self.conn.execute("DELETE FROM rpm_orders WHERE matching_id = ?", (matching_id,))
+
+    def rpm_order(self, matching_id: str) -> RpmOrder | None:
+        return self._one_rpm_order("matching_id = ?", (matching_id,))
+
+    def rpm_order_by_tid(self, transaction_id: bytes) -> RpmOrder | None:
+        return self._one_rpm_order("current_tid = ?", (transaction_id,))
+
+    def rpm_orders(self, eid: str | None = None) -> list[RpmOrder]:
+        sql = f"SELECT {','.join(_RPM_COLUMNS)} FROM rpm_orders" + (" WHERE eid = ?" if eid else "")
+        return [_rpm_order(r) for r in self.conn.execute(sql + " ORDER BY created_at", (eid,) if eid else ())]
+
+    def _one_rpm_order(self, where: str, args: tuple) -> RpmOrder | None:
+        row = self.conn.execute(f"SELECT {','.join(_RPM_COLUMNS)} FROM rpm_orders WHERE {where}", args).fetchone()
+        return _rpm_order(row) if row else None
+
+    def note_euicc(self, eid: str, rpm_support: bool, now: datetime) -> None:
+        """What the eUICC's EUICCInfo2 said the last time it authenticated."""
+        self.conn.execute("INSERT OR REPLACE INTO euiccs VALUES (?, ?, ?)", (eid, int(rpm_support), _ts(now)))
+
+    def euicc_rpm_support(self, eid: str) -> bool | None:
+        row = self.conn.execute("SELECT rpm_support FROM euiccs WHERE eid = ?", (eid,)).fetchone()
+        return bool(row[0]) if row else None
+
+    def add_smds_event(self, event: SmdsEvent) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO smds_events VALUES (?, ?, ?, ?)",
+                          (event.eid, event.event_id, event.smds_address, event.kind))
+
+    def remove_smds_event(self, eid: str, event_id: str) -> None:
+        self.conn.execute("DELETE FROM smds_events WHERE eid = ? AND event_id = ?", (eid, event_id))
+
+    def smds_events(self) -> list[SmdsEvent]:
+        return [SmdsEvent(*r) for r in self.conn.execute("SELECT eid, event_id, smds_address, kind FROM smds_events")]
+
     # --- outbox of operator callbacks -------------------------------------------------------------
 
     def outbox_add(self, requester: str, payload: dict[str, Any], now: datetime) -> None:
@@ -489,6 +607,14 @@ def _profile(row: tuple) -> Profile:
     for key in ("expires_at", "updated_at", "created_at"):
         data[key] = _dt(data[key])
     return Profile(**data)
+
+
+def _rpm_order(row: tuple) -> RpmOrder:
+    data = dict(zip(_RPM_COLUMNS, row, strict=True))
+    data["state"] = RpmState(data["state"])
+    for key in ("created_at", "updated_at"):
+        data[key] = _dt(data[key])
+    return RpmOrder(**data)
 
 
 def _session(row: tuple) -> Session:

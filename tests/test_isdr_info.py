@@ -86,7 +86,7 @@ def test_euicc_info2_declares_the_configuration(tmp_path):
         info = info2(bench).native
     assert info["svn"] == b"\x02\x02\x01" and info["profileVersion"] == b"\x02\x03\x01"
     assert info["uiccCapability"] == {"usimSupport", "akaMilenage"}
-    assert info["rspCapability"] == {"additionalProfile", "testProfileSupport"}
+    assert info["rspCapability"] == {"additionalProfile", "testProfileSupport", "rpmSupport"}
     assert info["forbiddenProfilePolicyRules"] == {"ppr1"} and info["euiccCategory"] == 1
     assert info["sasAcreditationNumber"] == "KINSIM-TEST-ONLY"
     assert info["extCardResource"] == bytes.fromhex("8101008204000186A0830400010000")

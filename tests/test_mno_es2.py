@@ -27,11 +27,33 @@ from smdp.config import SmdpConfig
 from smdp.core import SmdpCore
 from smdp.orders import POINT_CONFIRMATION_FAILURE, import_profile
 from smdp.server import SmdpServer
+from smdp.smds_link import SmdsLink
 from smdp.store import ProfileState, ProfileType, Store
 from tests.mno_fixtures import EID_A, OperatorPki, make_rig, new_plan
 from tests.smdp_fixtures import test_pki
 
 REQUESTER = "kinsim-mno"
+
+
+class RecordingSmds:
+    """Stands in for the ES12 client: records the events the SM-DP+ registers."""
+
+    registered: list[tuple[str, str, str, str]] = []
+
+    def __init__(self, smds_address: str):
+        self.smds_address = smds_address
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        pass
+
+    async def register_event(self, *, eid: str, rsp_server_address: str, event_id: str) -> None:
+        self.registered.append((self.smds_address, eid, rsp_server_address, event_id))
+
+    async def delete_event(self, *, eid: str, event_id: str) -> None:
+        pass
 
 
 @dataclass
@@ -58,7 +80,8 @@ async def deploy(tmp_path, requester_cn: str = REQUESTER) -> Deployment:
     config = SmdpConfig.for_pkis([pki], address="localhost", es2_client_ca=ca, callback_ca=ca,
                                  operators={REQUESTER: api_url}, callback_attempts=1)
     smdp_store = Store.open(tmp_path / "smdp")
-    smdp = SmdpServer(SmdpCore(config, smdp_store))
+    core = SmdpCore(config, smdp_store)
+    smdp = SmdpServer(core, smds=SmdsLink(lambda: core.config, smdp_store, client_factory=RecordingSmds))
     urls = await smdp.start(es2_port=0)
     es2 = Es2Client(urls["es2"], REQUESTER, ssl_context=client_ssl_context(client_cert, client_key, str(ci_pem)))
 
@@ -114,6 +137,7 @@ async def test_eid_bound_invitation_links_the_order_and_names_the_smds(deploymen
     invite = await rig.service.invite(owner, owner.plan_id, "Ann", eid=EID_A)
     profile = deployment.smdp_store.profile(invite.order.profile.iccid)
     assert (profile.eid, profile.smds_address) == (EID_A, "smds.kinsim.test")
+    assert ("smds.kinsim.test", EID_A, "localhost", profile.matching_id) in RecordingSmds.registered
 
 
 @pytest.mark.asyncio
