@@ -11,17 +11,14 @@ fail (a counted confirmation code attempt, a blocked order) raises :class:`Commi
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
-from rsp.errors import KinsimError
+from kinsim.sqlite import CommitAndRaise, SqliteStore, StoreError  # noqa: F401 - re-exported
 
 DB_NAME = "smdp.sqlite"
 SCHEMA_VERSION = "1"
@@ -60,18 +57,6 @@ class SessionState(StrEnum):
     AUTHENTICATED = "authenticated"  # after AuthenticateClient
     DELIVERED = "delivered"  # after GetBoundProfilePackage, until the installation result arrives
     CLOSED = "closed"  # installation result handled, cancelled, superseded or refused
-
-
-class StoreError(KinsimError):
-    """The state file cannot be used (wrong schema, a uniqueness rule broken by local input)."""
-
-
-class CommitAndRaise(Exception):  # noqa: N818 - a control-flow signal, not an error kind
-    """Raised inside ``transaction()`` to commit what the step wrote and then fail with ``error``."""
-
-    def __init__(self, error: Exception):
-        super().__init__(str(error))
-        self.error = error
 
 
 @dataclass(frozen=True)
@@ -169,7 +154,6 @@ class OutboxEntry:
 
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS profile_types (
     name TEXT PRIMARY KEY,
     service_provider_name TEXT NOT NULL,
@@ -286,74 +270,13 @@ def _dt(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text is not None else None
 
 
-class Store:
-    """The SM-DP+ state file. Not thread-safe: one per process, used from one thread."""
+class Store(SqliteStore):
+    """The SM-DP+ state file (``smdp.sqlite`` in the state directory, or a .sqlite/.db path).
+    Not thread-safe: one per process, used from one thread."""
 
-    def __init__(self, connection: sqlite3.Connection):
-        self.conn = connection
-        self._depth = 0
-
-    @classmethod
-    def open(cls, path: str | os.PathLike, *, synchronous: str = "FULL") -> Store:
-        """Open (creating if needed) the state in directory ``path`` (``smdp.sqlite`` inside it), or
-        the database file ``path`` itself when it ends in .sqlite or .db."""
-        target = Path(path)
-        if target.suffix not in (".sqlite", ".db"):
-            target.mkdir(parents=True, exist_ok=True)
-            target = target / DB_NAME
-        conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={synchronous}")
-        conn.execute("PRAGMA busy_timeout=5000")  # the CLI and the server may share the file
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.executescript(_SCHEMA)
-        store = cls(conn)
-        with store.transaction():
-            version = store.get_meta("schema_version")
-            if version is None:
-                store.set_meta("schema_version", SCHEMA_VERSION)
-            elif version != SCHEMA_VERSION:
-                raise StoreError(f"{target}: schema version {version}, this kinsim expects {SCHEMA_VERSION}")
-        return store
-
-    def close(self) -> None:
-        self.conn.close()
-
-    # --- transactions -----------------------------------------------------------------------------
-
-    @contextmanager
-    def transaction(self) -> Iterator[Store]:
-        """One atomic unit; nested calls join the outer transaction."""
-        if self._depth:
-            self._depth += 1
-            try:
-                yield self
-            finally:
-                self._depth -= 1
-            return
-        self.conn.execute("BEGIN IMMEDIATE")
-        self._depth = 1
-        try:
-            yield self
-        except CommitAndRaise:
-            self.conn.execute("COMMIT")
-            raise
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
-            self.conn.execute("COMMIT")
-        finally:
-            self._depth = 0
-
-    # --- meta -------------------------------------------------------------------------------------
-
-    def get_meta(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+    SCHEMA = _SCHEMA
+    SCHEMA_VERSION = SCHEMA_VERSION
+    DB_NAME = DB_NAME
 
     # --- profile types ----------------------------------------------------------------------------
 

@@ -7,22 +7,13 @@ consume the same ES11 session, and a restart finds the records exactly as the la
 
 from __future__ import annotations
 
-import os
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
-from rsp.errors import KinsimError
+from kinsim.sqlite import SqliteStore, StoreError  # noqa: F401 - re-exported
 
 DB_NAME = "smds.sqlite"
 SCHEMA_VERSION = "1"
-
-
-class StoreError(KinsimError):
-    """The state file cannot be used (wrong schema version)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +47,6 @@ class Session:
 
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     eid TEXT NOT NULL,
     event_id TEXT NOT NULL,
@@ -97,60 +87,13 @@ def _session(row: tuple) -> Session:
                    datetime.fromisoformat(created_at), datetime.fromisoformat(expires_at), closed)
 
 
-class Store:
-    """The SM-DS state file. One per process, used from one thread (the event loop)."""
+class Store(SqliteStore):
+    """The SM-DS state file (``smds.sqlite`` in a directory, a .sqlite/.db path, or ":memory:").
+    One per process, used from one thread (the event loop)."""
 
-    def __init__(self, connection: sqlite3.Connection):
-        self.conn = connection
-        self._depth = 0
-
-    @classmethod
-    def open(cls, path: str | os.PathLike, *, synchronous: str = "FULL") -> Store:
-        """Open (creating if needed) ``path``; a directory gets ``smds.sqlite`` inside it.
-        ``":memory:"`` gives a throw-away store."""
-        target: str | Path = path if str(path) == ":memory:" else Path(path)
-        if isinstance(target, Path) and (target.is_dir() or not target.suffix):
-            target.mkdir(parents=True, exist_ok=True)
-            target = target / DB_NAME
-        conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={synchronous}")
-        conn.execute("PRAGMA busy_timeout=5000")  # the CLI may read while the server writes
-        conn.executescript(_SCHEMA)
-        store = cls(conn)
-        with store.transaction():
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-            elif row[0] != SCHEMA_VERSION:
-                conn.close()
-                raise StoreError(f"{target}: schema version {row[0]}, this kinsim expects {SCHEMA_VERSION}")
-        return store
-
-    def close(self) -> None:
-        self.conn.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[Store]:
-        """One atomic unit; nested calls join the outer transaction."""
-        if self._depth:
-            self._depth += 1
-            try:
-                yield self
-            finally:
-                self._depth -= 1
-            return
-        self.conn.execute("BEGIN IMMEDIATE")
-        self._depth = 1
-        try:
-            yield self
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
-            self.conn.execute("COMMIT")
-        finally:
-            self._depth = 0
+    SCHEMA = _SCHEMA
+    SCHEMA_VERSION = SCHEMA_VERSION
+    DB_NAME = DB_NAME
 
     # --- Event Records ----------------------------------------------------------------------------
 
