@@ -23,15 +23,13 @@ from certs.validate import (
     subject_key_id,
     validate_chain,
 )
-from kinsim.output import emit, json_parent, key_values, table
+from kinsim.output import command_group, emit, json_parent, key_values, table
 from rsp.errors import CertificateError, KinsimError
 from rsp.ids import validate_eid
 
 
 def register(subparsers, name: str, help_text: str) -> None:
-    parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    parser.set_defaults(func=lambda _args: _usage(parser))
-    commands = parser.add_subparsers(dest="certs_command", metavar="COMMAND")
+    commands = command_group(subparsers, name, help_text)
 
     generate = commands.add_parser(
         "generate",
@@ -70,10 +68,6 @@ def register(subparsers, name: str, help_text: str) -> None:
     )
     verify.set_defaults(func=cmd_verify)
 
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def _eid(text: str) -> str:

@@ -25,7 +25,7 @@ from euicc_sim.identity import (
     sgp26_eum,
     sgp26_identity,
 )
-from kinsim.output import emit, json_parent, key_values, table
+from kinsim.output import command_group, emit, json_parent, key_values, table
 from rsp.errors import DecodeError, KinsimError
 from rsp.ids import validate_eid
 
@@ -40,9 +40,7 @@ def register_transport(name: str, serve: Transport) -> None:
 
 
 def register(subparsers, name: str, help_text: str) -> None:
-    parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    parser.set_defaults(func=lambda _args: _usage(parser))
-    commands = parser.add_subparsers(dest="euicc_command", metavar="COMMAND")
+    commands = command_group(subparsers, name, help_text)
 
     create = commands.add_parser(
         "create",
@@ -110,10 +108,6 @@ def register(subparsers, name: str, help_text: str) -> None:
     serve.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="transport option")
     serve.set_defaults(func=cmd_serve)
 
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def _eid(text: str) -> str:

@@ -60,3 +60,11 @@ def json_parent():
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     return parent
+
+
+def command_group(subparsers, name: str, help_text: str, description: str | None = None, **kwargs):
+    """A group of commands (``kinsim lpa``, ``kinsim lpa profile``, ...): the group parser prints its
+    help (exit 2) when no command is given; returns the subparsers to add the commands to."""
+    parser = subparsers.add_parser(name, help=help_text, description=description or help_text, **kwargs)
+    parser.set_defaults(func=lambda _args: parser.print_help() or 2)
+    return parser.add_subparsers(dest=f"{parser.prog.replace(' ', '_')}_command", metavar="COMMAND")

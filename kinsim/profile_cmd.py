@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import os
 from pathlib import Path
 
-from kinsim.output import emit, json_parent, key_values, table, to_jsonable
+from kinsim.output import command_group, emit, json_parent, key_values, table, to_jsonable
 from rsp.errors import KinsimError
 from rsp.saip import ProfilePackage
 from rsp.saip.personalize import (
@@ -28,9 +27,7 @@ class ProfileFileError(KinsimError):
 
 
 def register(subparsers, name: str, help_text: str) -> None:
-    parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    parser.set_defaults(func=lambda _args: _usage(parser))
-    commands = parser.add_subparsers(dest="profile_command", metavar="COMMAND")
+    commands = command_group(subparsers, name, help_text)
 
     inspect = commands.add_parser(
         "inspect",
@@ -68,10 +65,6 @@ def register(subparsers, name: str, help_text: str) -> None:
     perso.add_argument("--force", action="store_true", help="overwrite files already in DIR")
     perso.set_defaults(func=cmd_personalize)
 
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def _read(path: str) -> bytes:

@@ -11,7 +11,6 @@ configuration (``kinsim lpa ci add``) or ``--ci-cert``. Tables by default, ``--j
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import getpass
 import os
@@ -26,7 +25,7 @@ from cryptography import x509
 
 from certs.pki import load_certificate
 from certs.validate import pkid
-from kinsim.output import emit, json_parent, key_values, table
+from kinsim.output import command_group, emit, json_parent, key_values, table
 from lpa import manage
 from lpa.config import LpaConfig, add_trusted_ci, load_config
 from lpa.download import DownloadPostponed, ProfileMetadata, download_profile
@@ -64,7 +63,7 @@ def register(subparsers, name: str, help_text: str) -> None:
     net.add_argument("--connect-to", action="append", default=[], metavar="ADDR=HOST:PORT",
                      help="reach SM-DP+ ADDR at HOST:PORT (TLS still checks ADDR); repeatable")
     net.add_argument("--timeout", type=float, metavar="S", help="seconds per ES9+ request (default 60)")
-    parser.set_defaults(func=lambda _args: _usage(parser))
+    parser.set_defaults(func=lambda _args: parser.print_help() or 2)
     groups = parser.add_subparsers(dest="lpa_group", metavar="GROUP")
     _register_chip(groups)
     _register_profile(groups)
@@ -79,9 +78,7 @@ def _leaf(commands, name: str, func: Callable, help_text: str, description: str 
 
 
 def _group(groups, name: str, help_text: str):
-    parser = groups.add_parser(name, help=help_text, description=help_text)
-    parser.set_defaults(func=lambda _args: _usage(parser))
-    return parser.add_subparsers(dest=f"lpa_{name}_command", metavar="COMMAND")
+    return command_group(groups, name, help_text)
 
 
 def _register_chip(groups) -> None:
@@ -150,10 +147,6 @@ def _register_ci(groups) -> None:
     add = _leaf(commands, "add", cmd_ci_add, "trust a CI certificate (DER or PEM) from now on")
     add.add_argument("file", metavar="FILE")
 
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 # --- errors in words ------------------------------------------------------------------------------

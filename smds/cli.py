@@ -11,7 +11,7 @@ from pathlib import Path
 
 from certs.pki import Pki, load_certificate
 from certs.validate import dns_names
-from kinsim.output import emit, json_parent, table
+from kinsim.output import command_group, emit, json_parent, table
 from rsp.errors import KinsimError
 from rsp.ids import validate_eid
 from smds.core import DEFAULT_SESSION_TIMEOUT, ConfigError, Smds, SmdsConfig
@@ -22,9 +22,7 @@ HTTPS_PORT = 443
 
 
 def register(subparsers, name: str, help_text: str) -> None:
-    parser = subparsers.add_parser(name, help=help_text, description="Run the SM-DS and inspect its Event Records.")
-    parser.set_defaults(func=lambda _args: _usage(parser))
-    commands = parser.add_subparsers(dest="smds_command", metavar="COMMAND")
+    commands = command_group(subparsers, name, help_text, "Run the SM-DS and inspect its Event Records.")
     state = argparse.ArgumentParser(add_help=False)
     state.add_argument("--state", required=True, metavar="DIR", help="state directory (smds.sqlite inside)")
     _register_serve(commands, [json_parent(), state])
@@ -32,10 +30,6 @@ def register(subparsers, name: str, help_text: str) -> None:
     events.add_argument("--eid", help="only the events of this EID")
     events.set_defaults(func=cmd_events)
 
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def _register_serve(commands, parents) -> None:
