@@ -6,6 +6,7 @@ so the same pair is never typed twice.
 
 from __future__ import annotations
 
+from rsp import messages as m
 from rsp.errors import StatusCode
 
 # --- ES9+ / ES2+ subjectCode/reasonCode pairs (SGP.22 sections 5.3 and 5.6) -----------------------
@@ -77,17 +78,10 @@ INVALID_SMDS_ADDRESS = StatusCode("8.9.1", "3.8")
 EVENT_RECORD_ALREADY_EXISTS = StatusCode("8.9.5", "3.3")
 EVENT_ID_INVALID = StatusCode("8.9.5", "2.1")
 
-# --- ES10 result enums (SGP.22 section 5.7, names as in RSPDefinitions) ---------------------------
-AUTHENTICATE_ERROR = {
-    1: "invalidCertificate", 2: "invalidSignature", 3: "unsupportedCurve", 4: "noSessionContext",
-    5: "invalidOid", 6: "euiccChallengeMismatch", 7: "ciPKUnknown", 127: "undefinedError",
-}
-DOWNLOAD_ERROR = {
-    1: "invalidCertificate", 2: "invalidSignature", 3: "unsupportedCurve", 4: "noSessionContext",
-    5: "invalidTransactionId", 127: "undefinedError",
-}
-CANCEL_SESSION_REASON = {0: "endUserRejection", 1: "postponed", 2: "timeout", 3: "pprNotAllowed",
-                         4: "metadataMismatch", 5: "loadBppExecutionError", 127: "undefinedReason"}
+# --- ES10 result enums (SGP.22 section 5.7): those declared as ASN.1 types come from rsp.messages ---------------------------
+AUTHENTICATE_ERROR = dict(m.AuthenticateErrorCode._map)
+DOWNLOAD_ERROR = dict(m.DownloadErrorCode._map)
+CANCEL_SESSION_REASON = dict(m.CancelSessionReason._map)
 CANCEL_SESSION_ERROR = {5: "invalidTransactionId", 127: "undefinedError"}
 ENABLE_RESULT = {0: "ok", 1: "iccidOrAidNotFound", 2: "profileNotInDisabledState", 3: "disallowedByPolicy",
                  4: "wrongProfileReenabling", 5: "catBusy", 127: "undefinedError"}
@@ -102,17 +96,8 @@ SET_DEFAULT_DP_RESULT = {0: "ok", 127: "undefinedError"}
 PROFILE_INFO_LIST_ERROR = {1: "incorrectInputValues", 127: "undefinedError"}
 
 # --- ProfileInstallationResult (SGP.22 5.7.6) ------------------------------------------------------
-BPP_COMMAND_ID = {0: "initialiseSecureChannel", 1: "configureISDP", 2: "storeMetadata",
-                  3: "storeMetadata2", 4: "replaceSessionKeys", 5: "loadProfileElements"}
-BPP_ERROR_REASON = {
-    1: "incorrectInputValues", 2: "invalidSignature", 3: "invalidTransactionId", 4: "unsupportedCrtValues",
-    5: "unsupportedRemoteOperationType", 6: "unsupportedProfileClass", 7: "scp03tStructureError",
-    8: "scp03tSecurityError", 9: "installFailedDueToIccidAlreadyExistsOnEuicc",
-    10: "installFailedDueToInsufficientMemoryForProfile", 11: "installFailedDueToInterruption",
-    12: "installFailedDueToPEProcessingError", 13: "installFailedDueToIccidMismatch",
-    14: "testProfileInstallFailedDueToInvalidNaaKey", 15: "pprNotAllowed",
-    127: "installFailedDueToUnknownError",
-}
+BPP_COMMAND_ID = dict(m.BppCommandId._map)
+BPP_ERROR_REASON = dict(m.ErrorReason._map)
 # Sentences for people, keyed by errorReason.
 BPP_ERROR_SENTENCE = {
     1: "the card found incorrect input values in the package",
