@@ -19,9 +19,11 @@ from datetime import datetime
 
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from certs.pki import load_certificate
 from certs.validate import Role, authority_key_id, pkid, registered_id, role_of, validate_chain
 from euicc_sim.identity import EuiccIdentity
 from rsp import crypto
@@ -104,8 +106,11 @@ def _check_server_certificate(
 ) -> _Server:
     """Verify an RSP server certificate against the CIs the card trusts (SGP.22 4.5.2.2)."""
     try:
-        cert = x509.load_der_x509_certificate(value.dump())
-        key = cert.public_key()
+        cert = load_certificate(value.dump())
+        try:
+            key = cert.public_key()
+        except UnsupportedAlgorithm:  # a curve cryptography does not even know
+            raise _Refused(UNSUPPORTED_CURVE, "the server key is on an unknown curve") from None
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in SUPPORTED_CURVES:
             raise _Refused(UNSUPPORTED_CURVE, "the server key is not on NIST P-256 or brainpoolP256r1")
         oid = registered_id(cert)
@@ -127,7 +132,7 @@ def _check_server_certificate(
         chain = validate_chain(cert, role, trusted_cis=trusted, now=now)
     except CertificateError as exc:
         raise _Refused(INVALID_CERTIFICATE, str(exc)) from None
-    except ValueError as exc:  # cryptography: unparsable certificate or key
+    except ValueError as exc:  # DecodeError (unparsable certificate) or an unreadable key
         raise _Refused(INVALID_CERTIFICATE, f"unreadable server certificate: {exc}") from None
     return _Server(key=chain.public_key, oid=oid, role=role)
 

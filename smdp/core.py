@@ -31,6 +31,7 @@ from asn1crypto import core as asn1
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from certs.pki import load_certificate
 from certs.validate import Role, ValidatedChain, authority_key_id, validate_chain
 from rsp import crypto, es9_json, rpm, status
 from rsp import messages as m
@@ -630,8 +631,8 @@ def _rpm_failures(order: RpmOrder, data: v3.LoadRpmPackageResultDataSigned) -> l
 
 def _load_certificate(value, code: StatusCode, what: str) -> x509.Certificate:
     try:
-        return x509.load_der_x509_certificate(value.dump())
-    except ValueError as exc:
+        return load_certificate(value.dump())
+    except DecodeError as exc:
         raise StatusCodeError(code, f"{what} certificate cannot be parsed: {exc}") from None
 
 
