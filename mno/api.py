@@ -476,7 +476,7 @@ ROUTES: tuple[Route, ...] = (
           (OPERATOR, OWNER, SELF), issue_profile, body={"type": "object", "properties": {
               "eid": {"type": "string"}, "cc_required": {"type": "boolean"}, "ttl_seconds": {"type": "integer"}}}),
     Route("POST", PM + "/token", "rotateToken", "A new token for the member; the old one stops working",
-          (OPERATOR, OWNER, SELF), rotate_token),
+          (OPERATOR, SELF), rotate_token),
     Route("PUT", PM + "/caps", "setCaps", "Caps per usage kind: an amount or a share of the pool",
           (OPERATOR, OWNER), set_caps, body={"type": "object", "properties": {k: _CAP for k in plans.KINDS}}),
     Route("GET", PM + "/usage", "memberUsage", "The member's own usage records", (OPERATOR, SELF), member_usage,

@@ -791,7 +791,8 @@ def cap_json(cap: Cap) -> dict[str, int | float]:
 # --- access rules ----------------------------------------------------------------------------------
 
 # action -> who may do it. OWNER: the plan's owner; SELF: the member the request is about;
-# MEMBER: any member of the plan. The operator may do everything except read another's records.
+# MEMBER: any member of the plan. A member's token is theirs alone: whoever could rotate it could read
+# their records and EID, so the owner may not (the operator, who sees those anyway, may).
 RULES: dict[str, frozenset[Access]] = {
     "plan.create": frozenset({Access.OPERATOR}),
     "plan.list": frozenset({Access.OPERATOR}),
@@ -804,7 +805,7 @@ RULES: dict[str, frozenset[Access]] = {
     "member.revoke": frozenset({Access.OPERATOR, Access.OWNER}),
     "member.suspend": frozenset({Access.OPERATOR, Access.OWNER}),
     "member.device": frozenset({Access.OPERATOR, Access.OWNER, Access.SELF}),
-    "member.token": frozenset({Access.OPERATOR, Access.OWNER, Access.SELF}),
+    "member.token": frozenset({Access.OPERATOR, Access.SELF}),
     "caps.set": frozenset({Access.OPERATOR, Access.OWNER}),
     "usage.plan": frozenset({Access.OPERATOR, Access.OWNER, Access.MEMBER}),
     "usage.records": frozenset({Access.OPERATOR, Access.SELF}),

@@ -184,6 +184,21 @@ async def test_a_member_of_another_plan_reaches_nothing(world, path, method, op)
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(("path", "method", "op"), GUARDED, ids=[op["operationId"] for _, _, op in GUARDED])
+async def test_the_owner_never_gets_a_members_private_data_or_identity(world, path, method, op):
+    """The owner manages Alice's line but must not read her EID, numbers or records, nor obtain a token
+    that acts as her (which would open all of those)."""
+    response = await call(world, method, url_for(world, path), world.owner_token, body_for(world, path, method))
+    text = (await response.read()).decode("latin-1")  # QR images too
+    profile = world.a.order.profile
+    for secret in (EID_A, profile.iccid, profile.imsi, A_KEY, world.a_token):
+        assert secret not in text, secret
+    alice = world.a.order.member.member_id
+    for token in re.findall(r"kst_[A-Za-z0-9_-]+", text):
+        assert world.rig.book.authenticate(token).member_id != alice, op["operationId"]
+
+
+@pytest.mark.asyncio
 async def test_owner_sees_totals_members_see_their_line(world):
     owner_view = await (await world.client.get(f"{PLAN_PATH}/{world.plan_id}/usage", headers=auth(world.owner_token))).json()
     lines = {m["display_name"]: m["usage"]["data"]["used"] for m in owner_view["members"]}

@@ -359,6 +359,9 @@ async def test_access_rule_table():
     assert not plans.allowed("usage.records", cleo, pid, ben.member_id)
     assert plans.allowed("usage.plan", cleo, pid) and not plans.allowed("usage.plan", stranger, pid)
     assert not plans.allowed("member.revoke", ben, pid, ben.member_id)
+    assert plans.allowed("member.token", ben, pid, ben.member_id) and plans.allowed("member.token", owner, pid,
+                                                                                     owner.member_id)
+    assert not plans.allowed("member.token", owner, pid, ben.member_id)  # it would open Ben's EID and records
     assert plans.allowed("usage.ingest", OPERATOR, pid) and not plans.allowed("usage.ingest", owner, pid)
     assert not plans.allowed("plan.read", SMDP, pid)
 
@@ -435,7 +438,7 @@ async def test_every_change_leaves_an_audit_event_without_personal_data():
                                               idempotency_key="u1", member_id=mid), "member.throttled")
     await check(lambda: rig.service.set_suspended(owner, pid, mid, True), "member.suspended")
     await check(lambda: rig.service.set_suspended(owner, pid, mid, False), "member.resumed")
-    await check(lambda: rig.book.rotate_token(owner, pid, mid), "member.token-rotated")
+    await check(lambda: rig.book.rotate_token(OPERATOR, pid, mid), "member.token-rotated")
     await check(lambda: rig.service.issue_profile(owner, pid, mid, eid=EID_B), "profile.revoked",
                 "member.profile-requested", "invitation.created")
     (second,) = [i for i in rig.book.list_invitations(owner, pid) if i.state is InvitationState.PENDING]

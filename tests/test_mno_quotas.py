@@ -91,7 +91,7 @@ def test_dynamic_policy_rebalances_from_usage_history():
 def test_throttled_member_is_told_once_per_kind_and_period():
     rig, plan, owner, (o, a, b) = plan_with_members("fixed")
     rig.book.set_caps(owner, plan.plan_id, a, {"data": {"amount": 100}})
-    member = rig.book.authenticate(rig.book.rotate_token(owner, plan.plan_id, a))
+    member = rig.book.authenticate(rig.book.rotate_token(OPERATOR, plan.plan_id, a))
     assert use(rig, a, 60, "k1").throttled is False
     assert rig.book.notices(member, plan.plan_id, a) == []
     assert use(rig, a, 60, "k2").throttled is True

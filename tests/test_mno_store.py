@@ -39,7 +39,7 @@ async def scenario(rig) -> dict:
         rig.book.ingest_usage(OPERATOR, kind="data", amount=amount, at=rig.clock(), idempotency_key=key,
                               member_id=member)
     await rig.service.revoke_member(owner, plan.plan_id, bob)
-    rig.book.rotate_token(owner, plan.plan_id, ann)
+    rig.book.rotate_token(OPERATOR, plan.plan_id, ann)
     ann_principal = plans.Principal("member", plan.plan_id, ann)
     return {
         "usage": rig.book.plan_usage(owner, plan.plan_id),
