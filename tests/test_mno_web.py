@@ -46,6 +46,7 @@ SHOWN = """(() => {
               qrWidth: img ? img.naturalWidth : 0, qrLoaded: img ? img.complete : false};
     }),
     html: document.documentElement.outerHTML,
+    address: location.href,
   });
 })()"""
 
@@ -112,7 +113,8 @@ class Browser:
             [...document.querySelectorAll("#invitations strong")].some((s) => s.textContent === {json.dumps(name)})"""):
             await asyncio.sleep(0.05)
         cc = await self.evaluate('document.getElementById("invite-cc").textContent')
-        return {"cc": cc, "shown": json.loads(await self.evaluate(SHOWN))}
+        token = await self.evaluate('document.getElementById("invite-token").textContent')
+        return {"cc": cc, "token": token, "shown": json.loads(await self.evaluate(SHOWN))}
 
     async def stop(self) -> None:
         if self.ws is not None:
@@ -159,6 +161,9 @@ async def test_owner_page_shows_members_usage_bars_and_pending_invitations(tmp_p
         await browser.stop()
         await server.close()
     assert invited["cc"] == rig.smdp.calls[-1][1]["confirmation_code"]  # shown once, for the second channel
+    quinn = next(m["id"] for m in invited["shown"]["members"] if m["name"] == "Quinn")
+    assert rig.book.authenticate(invited["token"]).member_id == quinn  # the owner hands it on
+    assert owner_token not in shown["address"]  # out of the address bar and the history
     assert [i["who"] for i in invited["shown"]["invitations"]] == ["Pia", "Quinn"]
     assert "Quinn" in [m["name"] for m in invited["shown"]["members"]]
     assert shown["error"] is None
@@ -201,3 +206,4 @@ async def test_member_page_shows_the_pool_and_only_their_own_line(tmp_path):
     assert shown["invitationsShown"] is False and shown["invitations"] == []
     assert "Eve" not in shown["html"] and "Pia" not in shown["html"]
     assert refused["error"] and refused["members"] == []
+    assert ana.order.member_token not in shown["address"]

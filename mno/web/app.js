@@ -1,6 +1,7 @@
 // The owner's page: members, pending invitations with their QR codes, usage bars per member.
-// The token comes from the URL fragment (#token=...), which browsers never send to the server;
-// every request carries it as a bearer token. Text from the API is only ever set as textContent.
+// The token comes from the URL fragment (#token=...), which browsers never send to the server, and is
+// then taken out of the address (so it stays out of the history); every request carries it as a bearer
+// token. Text from the API is only ever set as textContent.
 "use strict";
 
 const API = "/api/v1";
@@ -10,6 +11,7 @@ const UNITS = {
   messages: (n) => `${n} SMS`,
 };
 let token = new URLSearchParams(location.hash.slice(1)).get("token");
+if (location.hash) history.replaceState(null, "", location.pathname + location.search);
 
 function humanBytes(n) {
   const steps = ["B", "kB", "MB", "GB", "TB"];
@@ -137,6 +139,7 @@ async function invite(event, planId) {
   if (eid) body.eid = eid;
   const result = await api(`/plans/${planId}/members`, { method: "POST", body: JSON.stringify(body) });
   document.getElementById("invite-cc").textContent = result.confirmation_code || "(none required)";
+  document.getElementById("invite-token").textContent = result.member_token;
   document.getElementById("invite-result").hidden = false;
   await load();
 }
