@@ -234,7 +234,7 @@ class Profile:
     eid: str | None = None
     installed_at: datetime | None = None
     revoked_at: datetime | None = None
-    delete_requested: bool = False  # revoked while installed: remote deletion wanted until a notification confirms
+    delete_requested: bool = False  # the SM-DP+ accepted the remote deletion (RpmOrder); until then it is asked again
 
 
 @dataclass(frozen=True)
@@ -1314,7 +1314,7 @@ class PlanBook:
             # installed although the invitation was withdrawn meanwhile: make sure it cannot be used
             self._audit(tx, profile.plan_id, SMDP, "profile.installed-after-revocation", profile.member_id)
             revoked = replace(profile, state=ProfileState.REVOKED, eid=eid or profile.eid, installed_at=now,
-                              revoked_at=now, delete_requested=True)
+                              revoked_at=now)
             tx.put_profile(revoked)
             return ProgressOutcome(bar_imsi=profile.imsi, remote_delete=(profile.iccid, revoked.eid))
         tx.put_profile(replace(profile, state=ProfileState.INSTALLED, eid=eid or profile.eid, installed_at=now))
@@ -1387,7 +1387,7 @@ class PlanBook:
                 bar.append(profile.imsi)  # provisioned at the authenticator, must never work now
         for profile in tx.member_profiles(member.member_id):
             if profile.state is ProfileState.INSTALLED:
-                tx.put_profile(replace(profile, state=ProfileState.REVOKED, revoked_at=now, delete_requested=True))
+                tx.put_profile(replace(profile, state=ProfileState.REVOKED, revoked_at=now))
                 bar.append(profile.imsi)
                 delete.append((profile.iccid, profile.eid))
                 self._audit(tx, member.plan_id, actor, "profile.revoked", member.member_id, why=why)
@@ -1415,16 +1415,36 @@ class PlanBook:
         return self.store.atomic(work)
 
     def pending_remote_deletes(self) -> list[Profile]:
-        """Revoked profiles whose deletion no notification has confirmed yet."""
+        """Revoked profiles whose remote deletion the SM-DP+ has not accepted yet (once it has, it delivers
+        the order at the eUICC's next contact by itself: asking again would queue a second one)."""
 
         def work(tx: PlanTx) -> list[Profile]:
             found = []
             for plan in tx.list_plans():
                 for member in tx.plan_members(plan.plan_id):
-                    found += [p for p in tx.member_profiles(member.member_id) if p.state is ProfileState.REVOKED]
+                    found += [p for p in tx.member_profiles(member.member_id)
+                              if p.state is ProfileState.REVOKED and not p.delete_requested]
             return found
 
         return self.store.atomic(work, readonly=True)
+
+    def remote_delete_ordered(self, iccid: str) -> Profile:
+        """The SM-DP+ accepted the remote deletion of this revoked profile."""
+
+        def work(tx: PlanTx) -> Profile:
+            found = tx.get_profile(iccid)
+            if found is None:
+                raise NotFound("no such profile")
+            self._plan(tx, found.plan_id, for_update=True)
+            profile = tx.get_profile(iccid)
+            if profile.state is not ProfileState.REVOKED or profile.delete_requested:
+                return profile  # already confirmed deleted, or recorded before
+            profile = replace(profile, delete_requested=True)
+            tx.put_profile(profile)
+            self._audit(tx, profile.plan_id, SYSTEM, "profile.delete-ordered", profile.member_id)
+            return profile
+
+        return self.store.atomic(work)
 
     def rotate_token(self, actor: Principal, plan_id: str, member_id: str) -> str:
         self._require("member.token", actor, plan_id, member_id)

@@ -300,7 +300,7 @@ class FamilyService:
         return barring.member
 
     async def retry_remote_deletes(self) -> int:
-        """Ask again for every revoked profile no deletion notification has confirmed yet."""
+        """Ask again for every revoked profile whose remote deletion the SM-DP+ has not accepted yet."""
         pending = await self._core(self.book.pending_remote_deletes)
         for profile in pending:
             await self._remote_delete(profile.iccid, profile.eid)
@@ -328,6 +328,8 @@ class FamilyService:
             await self.remote.revoke_profile(iccid, eid)
         except KinsimError as exc:
             log.warning("remote deletion request failed (%s); it stays pending", type(exc).__name__)
+            return
+        await self._core(self.book.remote_delete_ordered, iccid)
 
     # --- ES2+ HandleDownloadProgressInfo ----------------------------------------------------------
 

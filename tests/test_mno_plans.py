@@ -243,7 +243,29 @@ async def test_revocation_bars_aka_asks_remote_deletion_and_ends_the_token():
         rig.book.authenticate(inv.order.member_token)
     _, profiles = rig.book.get_member(OPERATOR, owner.plan_id, member.member_id)
     assert [(p.state, p.delete_requested) for p in profiles] == [(ProfileState.REVOKED, True)]
-    assert [p.iccid for p in rig.book.pending_remote_deletes()] == [inv.order.profile.iccid]
+    assert rig.book.pending_remote_deletes() == []  # the SM-DP+ took the order: it delivers it by itself
+    assert await rig.service.retry_remote_deletes() == 0 and len(rig.smdp.revoked) == 1  # never a second order
+
+
+async def test_a_refused_remote_deletion_is_asked_again_until_accepted():
+    rig = make_rig()
+    _, owner, _ = new_plan(rig.book)
+    inv, member = await joined(rig, owner)
+    iccid = inv.order.profile.iccid
+
+    class Unreachable:
+        async def revoke_profile(self, iccid, eid):
+            raise Es2Unavailable("SM-DP+ down")
+
+    rig.service.remote = Unreachable()
+    await rig.service.revoke_member(owner, owner.plan_id, member.member_id)
+    assert [p.iccid for p in rig.book.pending_remote_deletes()] == [iccid]
+    assert await rig.service.retry_remote_deletes() == 1 and rig.book.pending_remote_deletes() != []
+    rig.service.remote = rig.smdp
+    assert await rig.service.retry_remote_deletes() == 1
+    assert await rig.service.retry_remote_deletes() == 0
+    assert rig.smdp.revoked == [(iccid, EID_A)]
+    assert "profile.delete-ordered" in [e.action for e in rig.book.audit_log(OPERATOR, owner.plan_id)]
 
 
 async def test_deletion_notification_reconciles_a_revoked_profile():
