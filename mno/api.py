@@ -147,7 +147,10 @@ def _ttl(body: dict) -> timedelta | None:
         return None
     if isinstance(seconds, bool) or not isinstance(seconds, int):
         raise plans.InvalidRequest("ttl_seconds must be an integer")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise plans.InvalidRequest("ttl_seconds is out of range") from None
 
 
 def _optional_bool(body: dict, name: str) -> bool | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -210,6 +211,9 @@ def _field(body: dict, name: str, kind: type) -> Any:
     return value
 
 
+_STATUS_CODE = re.compile(r"[0-9.]{0,16}")
+
+
 def _point_status(status: dict) -> tuple[bool, str | None]:
     value = status.get("status")
     if not isinstance(value, str):
@@ -217,7 +221,12 @@ def _point_status(status: dict) -> tuple[bool, str | None]:
     if value.startswith("Executed"):
         return True, None
     data = status.get("statusCodeData") or {}
-    return False, f"{data.get('subjectCode', '')}/{data.get('reasonCode', '')}"
+    if not isinstance(data, dict):
+        raise DecodeError("notificationPointStatus.statusCodeData must be an object")
+    codes = [data.get(name, "") for name in ("subjectCode", "reasonCode")]
+    if not all(isinstance(code, str) and _STATUS_CODE.fullmatch(code) for code in codes):
+        raise DecodeError("subjectCode and reasonCode are dotted numbers (SGP.22 5.2.6)")  # they reach the audit log
+    return False, "/".join(codes)
 
 
 def _result_data(raw: Any, iccid: str) -> tuple[str | None, bool | None]:

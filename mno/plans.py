@@ -724,6 +724,25 @@ def _check_amount(value: Any, what: str, allow_zero: bool = True) -> int:
     return value
 
 
+def _check_int(value: Any, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidRequest(f"{what} must be an integer from {low} to {high}")
+    return value
+
+
+def _check_bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{what} must be true or false")
+    return value
+
+
+def _check_text(value: Any, what: str, longest: int) -> str:
+    """An identifier-like string: printable, no control characters (NUL cannot even be stored)."""
+    if not isinstance(value, str) or not 1 <= len(value) <= longest or not value.isprintable():
+        raise InvalidRequest(f"{what} must be 1 to {longest} printable characters")
+    return value
+
+
 def _check_name(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
         raise InvalidRequest(f"{what} must be 1 to {MAX_NAME} characters")
@@ -977,12 +996,12 @@ class PlanBook:
         """A plan with its owner (an active member without a profile yet); returns the owner token."""
         self._require("plan.create", actor, None)
         name, owner_name = _check_name(name, "plan name"), _check_name(owner_name, "owner name")
-        if not isinstance(max_members, int) or not 1 <= max_members <= MAX_MEMBERS_LIMIT:
-            raise InvalidRequest(f"max_members must be 1 to {MAX_MEMBERS_LIMIT}")
-        if not isinstance(period_days, int) or not 1 <= period_days <= 366:
-            raise InvalidRequest("period_days must be 1 to 366")
-        if not isinstance(max_cc_attempts, int) or not 1 <= max_cc_attempts <= 20:
-            raise InvalidRequest("max_cc_attempts must be 1 to 20")
+        _check_int(max_members, "max_members", 1, MAX_MEMBERS_LIMIT)
+        _check_int(period_days, "period_days", 1, 366)
+        _check_int(max_cc_attempts, "max_cc_attempts", 1, 20)
+        _check_bool(cc_required, "cc_required")
+        if template is not None and "/" in _check_text(template, "template", 128):
+            raise InvalidRequest("template names a file of the operator's template directory")
         if not timedelta(minutes=1) <= invitation_ttl <= timedelta(days=90):
             raise InvalidRequest("invitation TTL must be 1 minute to 90 days")
         pool = parse_pool(pool)
@@ -1040,9 +1059,7 @@ class PlanBook:
         if pool is not None:
             changes["pool"] = parse_pool(pool)
         if max_members is not None:
-            if not isinstance(max_members, int) or not 1 <= max_members <= MAX_MEMBERS_LIMIT:
-                raise InvalidRequest(f"max_members must be 1 to {MAX_MEMBERS_LIMIT}")
-            changes["max_members"] = max_members
+            changes["max_members"] = _check_int(max_members, "max_members", 1, MAX_MEMBERS_LIMIT)
         if not changes:
             raise InvalidRequest("nothing to change")
 
@@ -1489,8 +1506,7 @@ class PlanBook:
         """Account one usage record exactly once: a repeat of its idempotency key returns the first result."""
         _check_kind(kind)
         _check_amount(amount, "amount", allow_zero=False)
-        if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 128:
-            raise InvalidRequest("idempotency_key must be 1 to 128 characters")
+        _check_text(idempotency_key, "idempotency_key", 128)
         if not isinstance(at, datetime) or at.tzinfo is None:
             raise InvalidRequest("usage time must be a timezone-aware timestamp")
 
@@ -1541,6 +1557,12 @@ class PlanBook:
             raise Conflict("usage time falls in a closed billing period")
         return period
 
+    def _viewed_period(self, plan: Plan, period: Any) -> int:
+        """The period a view asks for (default: the current one); only periods records can fall in."""
+        if period is None:
+            return period_of(plan, self.now())
+        return _check_int(period, "period", 0, period_of(plan, self.now() + CLOCK_SKEW))
+
     def _repeat(self, tx: PlanTx, plan: Plan, previous: UsageRecord, member: Member, kind: str, amount: int,
                 at: datetime) -> IngestResult:
         same = (previous.member_id, previous.kind, previous.amount, previous.at) == (member.member_id, kind, amount, at)
@@ -1582,7 +1604,7 @@ class PlanBook:
 
         def work(tx: PlanTx) -> dict[str, Any]:
             plan = self._plan(tx, plan_id)
-            which = period_of(plan, self.now()) if period is None else period
+            which = self._viewed_period(plan, period)
             start, end = period_bounds(plan, which)
             ledgers = {kind: self._ledger(tx, plan, which, kind) for kind in plan.pool}
             members = tx.plan_members(plan_id)
@@ -1621,7 +1643,7 @@ class PlanBook:
         def work(tx: PlanTx) -> list[UsageRecord]:
             plan = self._plan(tx, plan_id)
             self._member(tx, plan, member_id)
-            return tx.member_usage(member_id, period_of(plan, self.now()) if period is None else period)
+            return tx.member_usage(member_id, self._viewed_period(plan, period))
 
         return self.store.atomic(work, readonly=True)
 

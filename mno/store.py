@@ -38,6 +38,7 @@ from mno.plans import (
     AuditEvent,
     Cap,
     Conflict,
+    InvalidRequest,
     Invitation,
     InvitationState,
     Member,
@@ -309,6 +310,8 @@ class PgStore:
             except (errors.SerializationFailure, errors.DeadlockDetected):
                 if attempt == MAX_RETRIES - 1:
                     raise Conflict("the operation kept conflicting with concurrent changes; try again") from None
+            except psycopg.DataError:  # e.g. a NUL character in an id: no such row can exist
+                raise InvalidRequest("the request holds a value the database cannot represent") from None
             except psycopg.OperationalError as exc:
                 raise StoreUnavailable(f"PostgreSQL failed: {exc}".strip()) from None
         raise AssertionError("unreachable")

@@ -278,6 +278,31 @@ async def test_bad_requests_are_400_and_change_nothing(world):
 
 
 @pytest.mark.asyncio
+async def test_out_of_range_values_are_400_not_server_errors(world):
+    before = world.snapshot()
+    owner, operator = auth(world.owner_token), auth(OPERATOR_TOKEN)
+    base = f"{PLAN_PATH}/{world.plan_id}"
+    plan = {"name": "P", "owner_name": "Q", "max_members": 2, "pool": {"data": 1}}
+    record = {"kind": "data", "amount": 1, "at": START.isoformat(), "member_id": world.b_id}
+    for method, path, token, body in (
+        ("get", base + "/usage?period=99999999999", owner, None),
+        ("get", base + "/usage?period=-1", owner, None),
+        ("get", f"{base}/members/{world.b_id}/usage?period=99999999999", auth(world.b_token), None),
+        ("post", base + "/members", owner, {"display_name": "Z", "ttl_seconds": 10**20}),
+        ("post", PLAN_PATH, operator, {**plan, "max_members": True}),
+        ("post", PLAN_PATH, operator, {**plan, "period_days": True}),
+        ("post", PLAN_PATH, operator, {**plan, "cc_required": "false"}),
+        ("post", PLAN_PATH, operator, {**plan, "template": {"file": "x"}}),
+        ("post", PLAN_PATH, operator, {**plan, "template": "../../secret.der"}),
+        ("patch", base, operator, {"max_members": True}),
+        ("post", "/api/v1/usage", operator, {**record, "idempotency_key": "tab\there"}),
+    ):
+        response = await world.client.request(method.upper(), path, headers=token, json=body)
+        assert response.status == 400, (path, body, await response.text())
+    assert world.snapshot() == before
+
+
+@pytest.mark.asyncio
 async def test_smdp_refusal_is_a_502_with_the_spec_codes(world):
     world.rig.smdp.fail_confirm = StatusCodeError(status.PROFILE_TYPE_UNAVAILABLE, "no profiles left")
     response = await world.client.post(f"{PLAN_PATH}/{world.plan_id}/members", headers=auth(world.owner_token),

@@ -276,6 +276,9 @@ def test_parse_failure_status_and_forwarded_deletion():
     {"header": None}, {"iccid": None}, {"iccid": "1234"}, {"notificationPointId": "4"}, {"notificationPointId": True},
     {"notificationPointStatus": {}}, {"eid": "123"}, {"resultData": "not base64!"},
     {"resultData": base64.b64encode(b"\x30\x03\x02\x01\x01").decode()}, {"timestamp": None}, {"profileType": None},
+    {"notificationPointStatus": {"status": "Failed", "statusCodeData": "8.2.7"}},
+    {"notificationPointStatus": {"status": "Failed", "statusCodeData": {"subjectCode": "Ann's phone", "reasonCode": "1"}}},
+    {"notificationPointStatus": {"status": "Failed", "statusCodeData": {"subjectCode": "8.2", "reasonCode": 3}}},
 ])  # fmt: skip
 def test_parse_refuses_malformed_callbacks(changes):
     with pytest.raises(DecodeError):

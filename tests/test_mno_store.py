@@ -114,6 +114,24 @@ def test_concurrent_ingestion_is_exact_and_never_overdraws(pg_store):
     assert (usage["used"], usage["remaining"]) == (1000, 0)
 
 
+def test_values_postgres_cannot_hold_are_refused_without_change(pg_store):
+    rig = make_rig(pg_store)
+    plan, owner, _ = new_plan(rig.book)
+    member = rig.book.invite(owner, plan.plan_id, "Ann").member.member_id
+    before = rig.book.plan_usage(OPERATOR, plan.plan_id), rig.book.audit_log(OPERATOR, plan.plan_id)
+    for lookup in (lambda: rig.book.get_member(OPERATOR, plan.plan_id, "mem-\x00"),
+                   lambda: rig.book.get_plan(OPERATOR, "plan-\x00"),
+                   lambda: rig.book.ingest_usage(OPERATOR, kind="data", amount=1, at=rig.clock(), idempotency_key="k",
+                                                 member_id="\x00"),
+                   lambda: rig.book.ingest_usage(OPERATOR, kind="data", amount=1, at=rig.clock(), idempotency_key="k",
+                                                 imsi="\x00"),
+                   lambda: rig.book.ingest_usage(OPERATOR, kind="data", amount=1, at=rig.clock(),
+                                                 idempotency_key="a\x00b", member_id=member)):
+        with pytest.raises(plans.InvalidRequest):
+            lookup()
+    assert (rig.book.plan_usage(OPERATOR, plan.plan_id), rig.book.audit_log(OPERATOR, plan.plan_id)) == before
+
+
 def test_unreachable_database_is_a_clear_error():
     store = PgStore("postgresql://127.0.0.1:1/none", schema="kinsim_nowhere")
     with pytest.raises(StoreUnavailable, match="cannot connect"):
