@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import os
 import threading
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
@@ -743,10 +744,14 @@ def _check_text(value: Any, what: str, longest: int) -> str:
     return value
 
 
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def _check_name(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
         raise InvalidRequest(f"{what} must be 1 to {MAX_NAME} characters")
-    if any(ord(ch) < 32 for ch in value):
+    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _BIDI_CONTROLS for ch in value):
+        # names are printed in terminals and on the owner page: no escape sequences, no reordered text
         raise InvalidRequest(f"{what} must not contain control characters")
     return value.strip()
 

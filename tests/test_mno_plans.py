@@ -131,6 +131,17 @@ async def test_invalid_eid_is_refused_without_any_change():
     assert rig.smdp.calls == [] and len(rig.book.list_members(owner, owner.plan_id)) == 1
 
 
+@pytest.mark.parametrize("name", ["", " ", "x" * 65, "Eve\x1b[2J", "Eve\x7f", "Eve\x9b2J", "Eve\u202eevil.exe",
+                                  "Eve\u2066x", "Eve\u2028Bob"])
+async def test_display_names_that_could_rewrite_a_terminal_or_reorder_text_are_refused(name):
+    rig = make_rig()
+    _, owner, _ = new_plan(rig.book)
+    with pytest.raises(plans.InvalidRequest):
+        await invite(rig, owner, name)
+    assert rig.smdp.calls == [] and len(rig.book.list_members(owner, owner.plan_id)) == 1
+    assert (await invite(rig, owner, "Zoë 👩\u200d👧 <b>&amp;")).order.member.display_name == "Zoë 👩\u200d👧 <b>&amp;"
+
+
 async def test_invitation_expires_then_the_order_is_cancelled_and_the_imsi_barred():
     rig = make_rig()
     _, owner, _ = new_plan(rig.book)
