@@ -52,6 +52,7 @@ PRINCIPAL = web.RequestKey("principal_role", str)  # the caller's role, for the 
 SERVICE = web.AppKey("service", FamilyService)
 CALLBACK = web.AppKey("callback", object)
 MAX_BODY = 256 * 1024
+MIN_OPERATOR_TOKEN = 20
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -691,6 +692,9 @@ def build_service(options: ServeOptions) -> FamilyService:
     from mno.service import DirectorySink, Es2RemoteManager, HttpProfileSink, ServiceConfig
     from mno.store import PgStore
 
+    if len(options.operator_token) < MIN_OPERATOR_TOKEN:  # it opens every plan: no guessable passwords
+        raise KinsimError(f"the operator token must be at least {MIN_OPERATOR_TOKEN} characters "
+                          "(leave it out and one is generated)")
     store = PgStore(options.dsn, schema=options.schema)
     store.migrate()
     config = OperatorConfig(service_provider_name=options.service_provider,

@@ -58,6 +58,11 @@ class ServiceThread:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
 
+def test_serve_refuses_a_guessable_operator_token(capsys):
+    assert main(["plan", "serve", "--operator-token", "admin", "--dsn", "postgresql://127.0.0.1:1/none"]) != 0
+    assert "at least 20 characters" in capsys.readouterr().err
+
+
 def run_json(capsys, *argv: str) -> dict:
     code = main(list(argv) + ["--json"])
     out, err = capsys.readouterr()
