@@ -631,7 +631,7 @@ def _sweeper(interval: float):
                 try:
                     await app[SERVICE].expire_invitations()
                     await app[SERVICE].retry_remote_deletes()
-                except KinsimError as exc:
+                except Exception as exc:  # the only enforcement of expiry must outlive one bad round
                     log.warning("background sweep failed: %s", type(exc).__name__)
 
         task = asyncio.create_task(loop())

@@ -3,6 +3,7 @@ document, the whole owner flow, QR images, error mapping, and logs without perso
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass
@@ -323,6 +324,38 @@ async def test_security_headers_and_the_owner_page_are_served(world):
     assert (await world.client.get("/owner/app.js")).status == 200
     assert (await world.client.get("/owner/../store.py")).status == 404
     assert (await world.client.get("/owner/secrets.txt")).status == 404
+
+
+@pytest.mark.asyncio
+async def test_the_background_sweep_expires_invitations_and_outlives_a_failed_round():
+    rig = make_rig()
+    _, _, owner_token = rig.book.create_plan(OPERATOR, "F", "Olga", 3, {"data": 10})
+    owner = rig.book.authenticate(owner_token)
+    invite = await rig.service.invite(owner, owner.plan_id, "Late Larry")
+    rig.clock.advance(days=8)  # past the default week
+    rounds = []
+    expire = rig.service.expire_invitations
+
+    async def first_round_fails():
+        rounds.append(len(rounds))
+        if len(rounds) == 1:
+            raise RuntimeError("a driver error that is no KinsimError")
+        return await expire()
+
+    rig.service.expire_invitations = first_round_fails
+    client = TestClient(TestServer(create_app(rig.service, sweep_interval=0.001)))
+    await client.start_server()
+    try:
+        async def swept() -> None:
+            while rig.book.get_invitation(owner, owner.plan_id, invite.invitation.invitation_id).state \
+                    is not plans.InvitationState.EXPIRED:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(swept(), 30)  # a guard against a dead sweeper, not a timing assertion
+    finally:
+        await client.close()
+    assert len(rounds) >= 2 and ("cancelOrder", {"iccid": invite.order.profile.iccid,
+                                                "final_status": "Unavailable"}) in rig.smdp.calls
 
 
 @pytest.mark.asyncio
