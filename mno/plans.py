@@ -607,6 +607,8 @@ class IngestResult:
     throttled: bool
 
 
+_LIVE_OR_COMING = (ProfileState.ORDERING, ProfileState.RELEASED, ProfileState.INSTALLED)
+
 # SGP.22 5.3.5 notification points
 POINT_ELIGIBILITY = 1  # eligibility and retry limit check
 POINT_CONFIRMATION = 2  # confirmation failure (wrong code, retries exceeded)
@@ -1348,6 +1350,8 @@ class PlanBook:
             tx.put_member(replace(member, state=state, eid=eid or member.eid, updated_at=now))
         self._audit(tx, profile.plan_id, SMDP, "member.profile-installed", profile.member_id,
                     invitation_id=inv.invitation_id if inv else None)
+        if member is not None and member.state is MemberState.SUSPENDED:
+            return ProgressOutcome(bar_imsi=profile.imsi)  # resuming unbars it with the others
         return ProgressOutcome()
 
     def _attempt_failed(self, tx: PlanTx, inv: Invitation, event: ProgressEvent) -> ProgressOutcome:
@@ -1430,7 +1434,8 @@ class PlanBook:
             state = MemberState.SUSPENDED if suspended else MemberState.ACTIVE
             member = replace(member, state=state, updated_at=self.now())
             tx.put_member(member)
-            imsis = tuple(p.imsi for p in tx.member_profiles(member_id) if p.state is ProfileState.INSTALLED)
+            # released ones too: a download after the suspension must not bring service back
+            imsis = tuple(p.imsi for p in tx.member_profiles(member_id) if p.state in _LIVE_OR_COMING)
             self._audit(tx, plan_id, actor, "member.suspended" if suspended else "member.resumed", member_id)
             return Barring(member, imsis, suspended)
 

@@ -296,7 +296,8 @@ class FamilyService:
         barring = await self._core(self.book.set_suspended, actor, plan_id, member_id, suspended)
         for imsi in barring.imsis:
             action = self.authenticator.bar if suspended else self.authenticator.unbar
-            await self._core(action, imsi)
+            with contextlib.suppress(UnknownSubscriber):  # still being ordered: its installation bars it
+                await self._core(action, imsi)
         return barring.member
 
     async def retry_remote_deletes(self) -> int:

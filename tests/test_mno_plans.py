@@ -359,6 +359,21 @@ async def test_suspension_bars_and_resumption_unbars():
     assert rig.authenticator.challenge(inv.order.profile.imsi, card) is ChallengeOutcome.AUTHENTICATED
 
 
+async def test_a_profile_released_before_a_suspension_does_not_work_once_installed():
+    rig = make_rig()
+    _, owner, _ = new_plan(rig.book)
+    old, member = await joined(rig, owner, eid=EID_A)
+    new = await rig.service.issue_profile(member, owner.plan_id, member.member_id, eid=EID_B)  # new phone
+    await rig.service.set_suspended(owner, owner.plan_id, member.member_id, True)
+    card = SoftUsim.from_package(rig.smdp.uploads[new.order.profile.iccid][0])
+    outcome = await rig.service.handle_progress("smdp", installed(new.order.profile.iccid, EID_B))  # downloaded anyway
+    assert outcome.bar_imsi == new.order.profile.imsi  # also when it was still being ordered at the suspension
+    with pytest.raises(AuthenticationRefused):
+        rig.authenticator.challenge(new.order.profile.imsi, card)
+    await rig.service.set_suspended(owner, owner.plan_id, member.member_id, False)
+    assert rig.authenticator.challenge(new.order.profile.imsi, card) is ChallengeOutcome.AUTHENTICATED
+
+
 async def test_installation_reported_before_the_release_is_bookkept():
     rig = make_rig()
     _, owner, _ = new_plan(rig.book)
