@@ -572,6 +572,10 @@ def _error(status_code: int, kind: str, message: str, **extra: Any) -> web.Respo
     return json_response({"error": {"type": kind, "message": message, **extra}}, status_code)
 
 
+def _operator(request: web.Request) -> bool:
+    return request.get(PRINCIPAL) == "operator"
+
+
 @web.middleware
 async def errors_and_logs(request: web.Request, handler) -> web.StreamResponse:
     try:
@@ -580,16 +584,20 @@ async def errors_and_logs(request: web.Request, handler) -> web.StreamResponse:
         response = _error(exc.http_status, type(exc).__name__, str(exc))
         if isinstance(exc, plans.Unauthenticated):
             response.headers["WWW-Authenticate"] = "Bearer"
+    # What went wrong behind us (SM-DP+, authenticator) is told in detail to the operator only: those
+    # sentences name ICCIDs, IMSIs and EIDs, which owners and members must not see of one another.
     except StatusCodeError as exc:  # the SM-DP+ refused an ES2+ call
-        response = _error(502, "SmdpRefused", exc.message, subjectCode=exc.subject_code, reasonCode=exc.reason_code)
+        message = exc.message if _operator(request) else exc.code.describe()
+        response = _error(502, "SmdpRefused", message, subjectCode=exc.subject_code, reasonCode=exc.reason_code)
     except Es2Unavailable as exc:
-        response = _error(502, "SmdpUnavailable", str(exc))
+        response = _error(502, "SmdpUnavailable", str(exc) if _operator(request) else "the SM-DP+ is not reachable")
     except StoreUnavailable:
         response = _error(503, "StoreUnavailable", "the operator database is not available")
     except DecodeError as exc:
         response = _error(400, "InvalidRequest", str(exc))
     except KinsimError as exc:
-        response = _error(503, type(exc).__name__, str(exc))
+        message = str(exc) if _operator(request) else "the operator's systems could not complete the request"
+        response = _error(503, type(exc).__name__, message)
     except web.HTTPException as exc:  # 404 of an unknown file, the redirect of /
         response = web.Response(status=exc.status, body=exc.body, headers=exc.headers)
     for name, value in SECURITY_HEADERS.items():

@@ -316,6 +316,21 @@ async def test_smdp_refusal_is_a_502_with_the_spec_codes(world):
 
 
 @pytest.mark.asyncio
+async def test_smdp_sentences_naming_a_members_numbers_reach_the_operator_only(world):
+    alice = world.a.order.member.member_id
+    for token, shown in ((world.owner_token, False), (OPERATOR_TOKEN, True)):
+        plan = world.rig.book.get_plan(OPERATOR, world.plan_id)
+        next_iccid = plan.numbering.iccid(plan.numbering.iccid_first + plan.next_serial)  # Alice's new profile
+        world.rig.smdp.fail_confirm = StatusCodeError(status.EID_MISMATCH, f"the order for {next_iccid} is not for "
+                                                      f"EID {EID_B}")
+        response = await world.client.post(f"{PLAN_PATH}/{world.plan_id}/members/{alice}/profiles",
+                                           headers=auth(token), json={})  # a device change for Alice
+        error = (await response.json())["error"]
+        assert response.status == 502 and (error["subjectCode"], error["reasonCode"]) == ("8.1.1", "3.10")
+        assert (next_iccid in error["message"]) is shown and (EID_B in error["message"]) is shown
+
+
+@pytest.mark.asyncio
 async def test_security_headers_and_the_owner_page_are_served(world):
     response = await world.client.get("/owner/")
     assert response.status == 200 and "text/html" in response.content_type
