@@ -464,7 +464,8 @@ class SmdpCore:
             outcome = self._rpm_result(pending)
         else:
             outcome = self._other_notification(pending.chosen)
-        log.info("HandleNotification: %s", outcome)
+        # The outcome names the EID and ICCID: operational detail, not for logs kept at INFO.
+        log.debug("HandleNotification: %s", outcome)
         return {}
 
     def _installation_result(self, pir: m.ProfileInstallationResult) -> str:
