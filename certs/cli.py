@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from certs.pki import DEFAULT_SMDP_OID, generate_pki, load_certificate, random_eid
+from certs.pki import DEFAULT_SMDP_OID, generate_pki, random_eid, read_certificate
 from certs.validate import (
     CURVE_NAMES,
     Role,
@@ -24,7 +24,7 @@ from certs.validate import (
     validate_chain,
 )
 from kinsim.output import command_group, emit, json_parent, key_values, table
-from rsp.errors import CertificateError, KinsimError
+from rsp.errors import KinsimError
 from rsp.ids import validate_eid
 
 
@@ -83,14 +83,6 @@ def _moment(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r}") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-def _read_certificate(path: str) -> x509.Certificate:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise CertificateError(f"cannot read {path}: {exc.strerror}") from None
-    return load_certificate(data)
 
 
 def _iso(moment: datetime) -> str:
@@ -176,7 +168,7 @@ def _curve(cert: x509.Certificate) -> str:
 
 
 def cmd_show(args) -> int:
-    emit(args, certificate_summary(_read_certificate(args.file)), _summary_text)
+    emit(args, certificate_summary(read_certificate(args.file)), _summary_text)
     return 0
 
 
@@ -204,10 +196,10 @@ def _summary_text(summary: dict) -> str:
 def cmd_verify(args) -> int:
     now = args.at or datetime.now(UTC)
     chain = validate_chain(
-        _read_certificate(args.file),
+        read_certificate(args.file),
         Role.parse(args.role),
-        intermediates=[_read_certificate(p) for p in args.intermediate],
-        trusted_cis=[_read_certificate(p) for p in args.ci],
+        intermediates=[read_certificate(p) for p in args.intermediate],
+        trusted_cis=[read_certificate(p) for p in args.ci],
         now=now,
     )
     emit(args, verification_summary(chain, now), _verified_text)

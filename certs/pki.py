@@ -503,8 +503,8 @@ class Pki:
                     f"{cert_path} is missing: not a PKI directory written by 'kinsim certs generate'"
                 )
             key_path = source / f"{name}.key.pem"
-            key = load_private_key(key_path.read_bytes()) if key_path.exists() else None
-            found[name] = Credential(load_certificate(cert_path.read_bytes()), key)
+            key = read_private_key(key_path) if key_path.exists() else None
+            found[name] = Credential(read_certificate(cert_path), key)
         return cls(curve=curve_name(found["ci"].cert.public_key()), **found)
 
 
@@ -565,6 +565,32 @@ def load_certificate(data: bytes) -> x509.Certificate:
     except (ValueError, x509.InvalidVersion, CryptographyDeprecationWarning, CertificateError) as exc:
         raise DecodeError(f"not a well-formed X.509 certificate (DER or PEM): {exc}") from None
     return cert
+
+
+def read_certificate(path: str | os.PathLike) -> x509.Certificate:
+    """``load_certificate`` of a file, with errors that name it: CertificateError when it cannot be
+    read, DecodeError when it holds no well-formed certificate."""
+    data = _read_file(path, "certificate")
+    try:
+        return load_certificate(data)
+    except DecodeError as exc:
+        raise DecodeError(f"{path}: {exc}") from None
+
+
+def read_private_key(path: str | os.PathLike) -> ec.EllipticCurvePrivateKey:
+    """``load_private_key`` of a file, with errors that name it (as ``read_certificate``)."""
+    data = _read_file(path, "private key")
+    try:
+        return load_private_key(data)
+    except DecodeError as exc:
+        raise DecodeError(f"{path}: {exc}") from None
+
+
+def _read_file(path: str | os.PathLike, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CertificateError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
 
 
 def load_private_key(data: bytes) -> ec.EllipticCurvePrivateKey:

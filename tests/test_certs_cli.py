@@ -163,3 +163,24 @@ def test_unreadable_file_is_one_clear_line(tmp_path, capsys):
 def test_certs_without_a_command_prints_help(capsys):
     code, out, _ = run(capsys, "certs")
     assert code == 2 and "generate" in out and "verify" in out
+
+
+def test_a_broken_file_among_several_is_named(tmp_path, capsys):
+    assert run(capsys, "certs", "generate", str(tmp_path / "pki"))[0] == 0
+    broken = tmp_path / "eum.der"
+    broken.write_bytes((tmp_path / "pki" / "eum.der").read_bytes()[:50])
+    code, _, err = run(capsys, "certs", "verify", str(tmp_path / "pki" / "euicc.der"), "--role", "euicc",
+                       "--ci", str(tmp_path / "pki" / "ci.der"), "--intermediate", str(broken))
+    assert code == 1 and err.startswith(f"kinsim: {broken}: not a well-formed X.509 certificate")
+
+
+def test_a_pki_directory_with_a_truncated_file_names_it(tmp_path, capsys):
+    assert run(capsys, "certs", "generate", str(tmp_path / "pki"))[0] == 0
+    serve = ["smdp", "serve", "--state", str(tmp_path / "s"), "--pki", str(tmp_path / "pki")]
+    create = ["euicc", "create", str(tmp_path / "e"), "--pki", str(tmp_path / "pki")]
+    for name, argv in (("dp_auth.der", serve), ("eum.key.pem", create)):
+        damaged = tmp_path / "pki" / name
+        damaged.write_bytes(damaged.read_bytes()[:40])
+        code, _, err = run(capsys, *argv)
+        assert code == 1 and err.startswith(f"kinsim: {damaged}: "), err
+    assert not (tmp_path / "s").exists() and not (tmp_path / "e").exists()
