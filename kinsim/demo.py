@@ -1,10 +1,10 @@
-"""``kinsim demo``: a complete SGP.22 profile download on the embedded defaults, nothing started by hand.
+"""kinsim demo: a complete SGP.22 profile download on the embedded defaults, nothing started by hand.
 
 It runs what a user would type, each step shown as its command: a throwaway test PKI, an SM-DP+
 holding the GSMA TS.48 v7 test profile on an ephemeral loopback HTTPS port (its own process), a
 software eUICC served on a loopback socket (its own process), and the LPA downloading, enabling and
 listing the profile. The SM-DP+ and the card stop at the end; the directory stays for inspection
-(or is removed with ``--clean``).
+(or is removed with --clean).
 """
 
 from __future__ import annotations
@@ -95,7 +95,10 @@ def _indent(text: str) -> str:
 def run(args) -> int:
     as_json = getattr(args, "json", False)
     work = args.dir or Path(tempfile.mkdtemp(prefix="kinsim-demo-"))
-    work.mkdir(parents=True, exist_ok=True)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KinsimError(f"cannot use {work} as the work directory: {exc.strerror or exc}") from None
     demo = Demo(work, show_output=not args.quiet, as_json=as_json)
     started = time.perf_counter()
     try:

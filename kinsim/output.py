@@ -65,6 +65,20 @@ def json_parent():
 def command_group(subparsers, name: str, help_text: str, description: str | None = None, **kwargs):
     """A group of commands (``kinsim lpa``, ``kinsim lpa profile``, ...): the group parser prints its
     help (exit 2) when no command is given; returns the subparsers to add the commands to."""
+    kwargs.setdefault("parents", [json_parent()])  # --json before the command works too
     parser = subparsers.add_parser(name, help=help_text, description=description or help_text, **kwargs)
     parser.set_defaults(func=lambda _args: parser.print_help() or 2)
     return parser.add_subparsers(dest=f"{parser.prog.replace(' ', '_')}_command", metavar="COMMAND")
+
+
+def port_number(text: str) -> int:
+    """An argparse type for TCP ports: 0 (any free port) to 65535."""
+    import argparse
+
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port is a number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {port}")
+    return port

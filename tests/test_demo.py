@@ -19,3 +19,11 @@ def test_demo_downloads_enables_and_settles_the_order(tmp_path):
     assert any("profile download" in step["command"] for step in result["steps"])
     listed = kinsim("euicc", "show", str(tmp_path / "demo" / "card"), "--json").stdout
     assert '"89000123456789012341"' in listed and "enabled" in listed
+
+
+def test_a_work_directory_that_cannot_be_made_is_one_sentence(tmp_path, capsys):
+    from kinsim.cli import main
+
+    (tmp_path / "file").write_text("not a directory")
+    assert main(["demo", "--dir", str(tmp_path / "file")]) == 1
+    assert capsys.readouterr().err.startswith(f"kinsim: cannot use {tmp_path / 'file'} as the work directory")
