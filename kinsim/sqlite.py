@@ -34,7 +34,6 @@ def database_path(path: str | os.PathLike, default_name: str) -> str | Path:
     target = Path(path)
     if target.suffix in (".sqlite", ".db"):
         return target
-    target.mkdir(parents=True, exist_ok=True)
     return target / default_name
 
 
@@ -50,8 +49,12 @@ class SqliteStore:
         self._depth = 0
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, synchronous: str = "FULL"):
+    def open(cls, path: str | os.PathLike, *, synchronous: str = "FULL", create: bool = True):
+        """Open (with ``create``, make) the state file. Without ``create`` a missing or empty file is a
+        StoreError and nothing is written, so a mistyped path is reported, not turned into a new store."""
         target = database_path(path, cls.DB_NAME)
+        if target != ":memory:":
+            _prepare(Path(target), create)
         conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -76,6 +79,12 @@ class SqliteStore:
 
     def close(self) -> None:
         self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     @contextmanager
     def transaction(self) -> Iterator:
@@ -108,3 +117,13 @@ class SqliteStore:
 
     def set_meta(self, key: str, value: str) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def _prepare(target: Path, create: bool) -> None:
+    if create:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {target.parent}: {exc.strerror or exc}") from None
+    elif not target.is_file() or target.stat().st_size == 0:
+        raise StoreError(f"no state at {target} (check the path; nothing has been stored there yet)")

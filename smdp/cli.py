@@ -26,8 +26,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from kinsim.output import emit, json_parent, key_values, table
+from kinsim.output import command_group, emit, json_parent, key_values, port_number, table
 from rsp.activation import ActivationCode, ActivationCodeError
+from rsp.errors import DecodeError, KinsimError
 from smdp.config import (
     DEFAULT_MAX_CC_ATTEMPTS,
     DEFAULT_MAX_DOWNLOAD_ATTEMPTS,
@@ -43,8 +44,7 @@ PPR_NAMES = ("pprUpdateControl", "ppr1", "ppr2")
 
 
 def register(subparsers, name: str, help_text: str) -> None:
-    parser = subparsers.add_parser(name, help=help_text, description="Run the SM-DP+ and manage its inventory and orders.")
-    commands = parser.add_subparsers(dest="smdp_command", metavar="COMMAND")
+    commands = command_group(subparsers, name, help_text, "Run the SM-DP+ and manage its inventory and orders.")
     as_json = json_parent()
     state = argparse.ArgumentParser(add_help=False)
     state.add_argument("--state", required=True, metavar="DIR", help="state directory (smdp.sqlite inside)")
@@ -66,8 +66,8 @@ def _register_serve(commands, parents) -> None:
                        help="a 'kinsim certs generate' directory; repeat for several CIs (the first serves TLS)")
     serve.add_argument("--address", help="the SM-DP+ address (default: the DPtls certificate's DNS name)")
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8443, help="ES9+ port (default 8443, 0 = any free port)")
-    serve.add_argument("--es2-port", type=int, metavar="PORT", help="ES2+ port (0 = any free port); off when absent")
+    serve.add_argument("--port", type=port_number, default=8443, help="ES9+ port (default 8443, 0 = any free port)")
+    serve.add_argument("--es2-port", type=port_number, metavar="PORT", help="ES2+ port (0 = any free port); off when absent")
     serve.add_argument("--es2-client-ca", type=Path, metavar="FILE",
                        help="CA (PEM or DER) that issues the operators' ES2+ client certificates; a certificate's "
                             "CN is that operator's functionRequesterIdentifier")
@@ -107,11 +107,7 @@ def cmd_serve(args) -> int:
         max_download_attempts=args.max_download_attempts,
         order_ttl=timedelta(seconds=args.order_ttl) if args.order_ttl else None,
         operators=_operators(args.operator), es2_client_ca=args.es2_client_ca, callback_ca=args.callback_ca)
-    store = Store.open(args.state)
-    with store.transaction():  # so 'order create' can print activation codes
-        store.set_meta("address", config.address)
-        store.set_meta("smdp_oid", config.smdp_oid)
-    return asyncio.run(_serve(SmdpCore(config, store), args))
+    return asyncio.run(_serve(SmdpCore(config, Store.open(args.state)), args))
 
 
 async def _serve(core, args) -> int:
@@ -126,9 +122,13 @@ async def _serve(core, args) -> int:
         urls = await server.start(args.host, args.port, args.es2_port)
     except OSError as exc:
         await server.stop()
+        core.store.close()
         raise ConfigError(f"cannot listen on {args.host}: {exc.strerror or exc}") from None
     if args.address is None:
         _address_with_port(core, urls["es9"])
+    with core.store.transaction():  # once serving, so 'order create' can print activation codes
+        core.store.set_meta("address", core.config.address)
+        core.store.set_meta("smdp_oid", core.config.smdp_oid)
     info = {"address": core.config.address, "smdpOid": core.config.smdp_oid, **urls}
     if getattr(args, "json", False):
         print(json.dumps(info), flush=True)
@@ -149,16 +149,13 @@ def _address_with_port(core, es9_url: str) -> None:
     port = urlsplit(es9_url).port
     if port and port != 443 and ":" not in core.config.address:
         core.serve_at(f"{core.config.address}:{port}")
-        with core.store.transaction():
-            core.store.set_meta("address", core.config.address)
 
 
 # --- profile --------------------------------------------------------------------------------------
 
 
 def _register_profile(commands, parents) -> None:
-    profile = commands.add_parser("profile", help="the inventory of SAIP profile packages")
-    sub = profile.add_subparsers(dest="profile_command", metavar="COMMAND")
+    sub = command_group(commands, "profile", "the inventory of SAIP profile packages")
     add = sub.add_parser("add", parents=parents, help="add SAIP profile packages (DER) as Available")
     add.add_argument("files", nargs="+", metavar="FILE")
     add.add_argument("--type", help="profile type (default: the package header's profileType, else 'default')")
@@ -171,28 +168,47 @@ def _register_profile(commands, parents) -> None:
     listing.set_defaults(func=cmd_profile_list)
 
 
+def _read_package(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise KinsimError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _import(store: Store, path: str, package: bytes, now: datetime, profile_type: str | None):
+    try:
+        return import_profile(store, package, now, profile_type)
+    except DecodeError as exc:  # name the file: several may be added at once
+        raise DecodeError(f"{path}: {exc}") from None
+
+
 def cmd_profile_add(args) -> int:
-    store = Store.open(args.state)
     metadata = {"service_provider_name": args.spn, "profile_name": args.profile_name,
                 "profile_class": args.profile_class, "ppr": tuple(args.ppr) if args.ppr else None}
     metadata = {k: v for k, v in metadata.items() if v is not None}
     if metadata and not args.type:
         raise ConfigError("--spn, --profile-name, --class and --ppr describe a profile type: give --type too")
+    packages = {path: _read_package(path) for path in args.files}  # before the store is made or touched
     now = datetime.now(UTC)
-    with store.transaction():  # all files or none
+    with Store.open(args.state) as store, store.transaction():  # all files or none
         if metadata:
             current = store.profile_type(args.type) or ProfileType(args.type)
             store.put_profile_type(ProfileType(**{**current.__dict__, **metadata}))
-        added = [import_profile(store, Path(f).read_bytes(), now, args.type) for f in args.files]
+        added = [_import(store, path, package, now, args.type) for path, package in packages.items()]
     rows = describe_profiles(added)
     emit(args, rows, lambda r: table([(p["iccid"], p["profileType"], p["state"]) for p in r],
                                      ["ICCID", "TYPE", "STATE"]))
     return 0
 
 
+def _existing_store(args) -> Store:
+    """The state of an SM-DP+ that exists already: a wrong --state is an error, not a new empty store."""
+    return Store.open(args.state, create=False)
+
+
 def cmd_profile_list(args) -> int:
-    store = Store.open(args.state)
-    rows = describe_profiles(store.profiles())
+    with _existing_store(args) as store:
+        rows = describe_profiles(store.profiles())
     emit(args, rows, lambda r: table([(p["iccid"], p["profileType"], p["state"], p["matchingId"]) for p in r],
                                      ["ICCID", "TYPE", "STATE", "MATCHING ID"]))
     return 0
@@ -202,8 +218,7 @@ def cmd_profile_list(args) -> int:
 
 
 def _register_order(commands, parents) -> None:
-    order = commands.add_parser("order", help="download orders (ES2+ DownloadOrder/ConfirmOrder for people)")
-    sub = order.add_subparsers(dest="order_command", metavar="COMMAND")
+    sub = command_group(commands, "order", "download orders (ES2+ DownloadOrder/ConfirmOrder for people)")
     create = sub.add_parser("create", parents=parents, help="reserve a profile and confirm the order")
     which = create.add_mutually_exclusive_group(required=True)
     which.add_argument("--iccid", help="this profile")
@@ -244,11 +259,11 @@ def activation_code(address: str, matching_id: str | None, oid: str, cc_required
 
 
 def cmd_order_create(args) -> int:
-    store = Store.open(args.state)
-    orders = _orders(store, args.address)
-    profile, result = orders.create_order(iccid=args.iccid, profile_type=args.profile_type, eid=args.eid,
-                                          matching_id=args.matching_id, confirmation_code=args.cc,
-                                          release=args.release)
+    with _existing_store(args) as store:
+        orders = _orders(store, args.address)
+        profile, result = orders.create_order(iccid=args.iccid, profile_type=args.profile_type, eid=args.eid,
+                                              matching_id=args.matching_id, confirmation_code=args.cc,
+                                              release=args.release)
     value = {**describe_profiles([profile])[0], "smdpAddress": orders.config.address or None,
              "activationCode": activation_code(orders.config.address, profile.matching_id, orders.config.smdp_oid,
                                                profile.cc_required)}
@@ -259,9 +274,9 @@ def cmd_order_create(args) -> int:
 
 
 def cmd_order_list(args) -> int:
-    store = Store.open(args.state)
     shown = None if args.all else (*ORDER_STATES, ProfileState.INSTALLED)
-    rows = describe_profiles(store.profiles(shown))
+    with _existing_store(args) as store:
+        rows = describe_profiles(store.profiles(shown))
     emit(args, rows, lambda r: table(
         [(p["iccid"], p["profileType"], p["state"], p["eid"], p["matchingId"], "yes" if p["ccRequired"] else "",
           p["downloadAttempts"], p["error"]) for p in r],
@@ -270,13 +285,15 @@ def cmd_order_list(args) -> int:
 
 
 def cmd_order_release(args) -> int:
-    profile = _orders(Store.open(args.state)).release_profile(None, iccid=args.iccid)
+    with _existing_store(args) as store:
+        profile = _orders(store).release_profile(None, iccid=args.iccid)
     emit(args, describe_profiles([profile])[0], f"{profile.iccid} {profile.state}")
     return 0
 
 
 def cmd_order_cancel(args) -> int:
-    profile = _orders(Store.open(args.state)).cancel_order(None, iccid=args.iccid, final_status=args.final)
+    with _existing_store(args) as store:
+        profile = _orders(store).cancel_order(None, iccid=args.iccid, final_status=args.final)
     emit(args, describe_profiles([profile])[0], f"{profile.iccid} {profile.state}")
     return 0
 

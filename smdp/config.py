@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from certs.pki import Credential, Pki, load_certificate
+from certs.pki import Credential, Pki, read_certificate
 from certs.validate import Role, dns_names, pkid, registered_id, validate_chain
 from rsp.errors import CertificateError, KinsimError
 from smdp.orders import OrderSettings
@@ -83,6 +83,10 @@ class SmdpConfig:
             raise ConfigError(f"every DPauth certificate must carry the same SM-DP+ OID, found {sorted(map(str, oids))}")
         if self.max_cc_attempts < 1 or self.max_download_attempts < 1:
             raise ConfigError("attempt limits must be at least 1")
+        if self.session_timeout <= timedelta(0):
+            raise ConfigError(f"the session timeout must be positive, got {self.session_timeout.total_seconds()} s")
+        if self.order_ttl is not None and self.order_ttl <= timedelta(0):
+            raise ConfigError(f"the order lifetime must be positive, got {self.order_ttl.total_seconds()} s")
 
     @cached_property
     def smdp_oid(self) -> str:
@@ -107,7 +111,10 @@ class SmdpConfig:
         """Load one ``certs.pki`` directory per CI (see :meth:`for_pkis`); extra CI files are trusted too."""
         if not directories:
             raise ConfigError("give at least one PKI directory (--pki)")
-        extra = [load_certificate(Path(f).read_bytes()) for f in extra_cis]
+        extra = [read_certificate(f) for f in extra_cis]
+        for flag in ("es2_client_ca", "callback_ca"):
+            if settings.get(flag) is not None:
+                _check_anchors(settings[flag], flag)
         return cls.for_pkis([Pki.load(d) for d in directories], address=address, extra_cis=extra, **settings)
 
     @classmethod
@@ -138,6 +145,23 @@ def _check_own_certificates(creds: ServerCredentials) -> None:
             validate_chain(credential.cert, role, trusted_cis=[creds.ci], now=datetime.now(UTC))
         except CertificateError as exc:
             raise ConfigError(f"{role.label}: {exc}") from None
+
+
+def _check_anchors(path: str | os.PathLike, flag: str) -> None:
+    """Refuse to start with a CA file that the TLS layer would reject later, when a client connects."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--{flag.replace('_', '-')}: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        if b"-----BEGIN" in data:
+            found = x509.load_pem_x509_certificates(data)
+        else:
+            found = [x509.load_der_x509_certificate(data)]
+    except ValueError as exc:
+        raise ConfigError(f"--{flag.replace('_', '-')}: {path} holds no certificate (PEM or DER): {exc}") from None
+    if not found:
+        raise ConfigError(f"--{flag.replace('_', '-')}: {path} holds no certificate")
 
 
 def _unique(certs: list[x509.Certificate]) -> list[x509.Certificate]:

@@ -7,12 +7,10 @@ import asyncio
 import json
 import signal
 from datetime import timedelta
-from pathlib import Path
 
-from certs.pki import Pki, load_certificate
+from certs.pki import Pki, read_certificate
 from certs.validate import dns_names
-from kinsim.output import command_group, emit, json_parent, table
-from rsp.errors import KinsimError
+from kinsim.output import command_group, emit, json_parent, port_number, table
 from rsp.ids import validate_eid
 from smds.core import DEFAULT_SESSION_TIMEOUT, ConfigError, Smds, SmdsConfig
 from smds.store import Store
@@ -44,8 +42,8 @@ def _register_serve(commands, parents) -> None:
     serve.add_argument("--address", help="the SM-DS address LPAs use, as in the eUICC's rootDsAddress (default: "
                                          "the DStls certificate's DNS name, with ':PORT' unless the port is 443)")
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="ES11 port (default %(default)s, 0 = any)")
-    serve.add_argument("--es12-port", type=int, help="ES12 port (0 = any free port); off when absent")
+    serve.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="ES11 port (default %(default)s, 0 = any)")
+    serve.add_argument("--es12-port", type=port_number, help="ES12 port (0 = any free port); off when absent")
     serve.add_argument("--es12-client-ca", action="append", default=[], metavar="FILE",
                        help="CA of the SM-DP+ client certificates (default: the CIs of --pki)")
     serve.add_argument("--trusted-ci", action="append", default=[], metavar="FILE",
@@ -71,10 +69,16 @@ async def _serve(pkis: list[Pki], args) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot listen on {args.host}: {exc.strerror or exc}") from None
     port = es11.getsockname()[1]
-    config = SmdsConfig.from_pkis(
-        pkis, address=args.address or _default_address(pkis[0], port), extra_cis=_certificates(args.trusted_ci),
-        session_timeout=timedelta(seconds=args.session_timeout))
-    client_cas = _certificates(args.es12_client_ca) or [p.ci.cert for p in pkis]
+    try:
+        config = SmdsConfig.from_pkis(
+            pkis, address=args.address or _default_address(pkis[0], port), extra_cis=_certificates(args.trusted_ci),
+            session_timeout=timedelta(seconds=args.session_timeout))
+        client_cas = _certificates(args.es12_client_ca) or [p.ci.cert for p in pkis]
+    except BaseException:
+        for sock in (es11, es12):
+            if sock is not None:
+                sock.close()
+        raise
     store = Store.open(args.state)
     server = await start(Smds(store, config), pkis[0].ds_tls, es11=es11, es12=es12, es12_client_cas=client_cas)
     info = {"address": config.address, "smdsOid": config.smds_oid, "es11": f"https://{args.host}:{server.es11_port}"}
@@ -107,20 +111,14 @@ def _default_address(pki: Pki, port: int) -> str:
 
 
 def _certificates(paths: list[str]) -> list:
-    try:
-        return [load_certificate(Path(p).read_bytes()) for p in paths]
-    except OSError as exc:
-        raise KinsimError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    return [read_certificate(p) for p in paths]
 
 
 def cmd_events(args) -> int:
     if args.eid is not None:
         validate_eid(args.eid)  # DecodeError: a sentence for the user
-    store = Store.open(args.state)
-    try:
+    with Store.open(args.state, create=False) as store:  # a wrong --state is an error, not a new store
         records = [r.as_dict() for r in store.events(args.eid)]
-    finally:
-        store.close()
     rows = [(r["eid"], r["eventId"], r["rspServerAddress"], r["registrant"], r["registeredAt"]) for r in records]
     emit(args, records, lambda _: table(rows, ("EID", "EVENT ID", "RSP SERVER", "REGISTRANT", "REGISTERED")))
     return 0

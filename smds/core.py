@@ -93,6 +93,8 @@ class SmdsConfig:
         if not self.credentials:
             raise ConfigError("the SM-DS needs at least one DSauth certificate with its key")
         split_address(self.address, "the SM-DS address")
+        if self.session_timeout <= timedelta(0):
+            raise ConfigError(f"the session timeout must be positive, got {self.session_timeout.total_seconds()} s")
 
     @cached_property
     def smds_oid(self) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,65 @@ def test_serve_prints_human_lines(state, tmp_path):
         assert status == 200 and json.loads(data)["header"]["functionExecutionStatus"]["status"] == "Executed-Success"
     finally:
         assert _stop(process) == 0
+
+
+def test_smdp_groups_without_a_command_print_their_own_help(capsys):
+    for group in (["smdp"], ["smdp", "profile"], ["smdp", "order"]):
+        assert main(group) == 2
+        assert capsys.readouterr().out.startswith(f"usage: kinsim {' '.join(group)} ")
+
+
+def _dump(state) -> list[str]:
+    with Store.open(state, create=False) as store:
+        return list(store.conn.iterdump())
+
+
+def test_commands_on_a_mistyped_state_refuse_and_create_nothing(tmp_path, capsys):
+    missing = tmp_path / "no-such-state"
+    for argv in (["profile", "list"], ["order", "list"], ["order", "create", "--profile-type", "family"],
+                 ["order", "release", "--iccid", packages(1)[0].iccid],
+                 ["order", "cancel", "--iccid", packages(1)[0].iccid]):
+        code, _, err = kinsim(capsys, "smdp", *argv, "--state", str(missing))
+        assert code == 1 and f"no state at {missing}" in err, argv
+    assert not missing.exists()
+
+
+def test_profile_add_of_a_missing_or_broken_file_changes_nothing(state, tmp_path, capsys):
+    fourth = tmp_path / "profile3.der"
+    fourth.write_bytes(packages(4)[3].der)
+    broken = tmp_path / "broken.der"
+    broken.write_bytes(packages(4)[3].der[:100])
+    before = _dump(state)
+    code, _, err = kinsim(capsys, "smdp", "profile", "add", str(fourth), str(tmp_path / "absent.der"), "--state", state)
+    assert code == 1 and f"cannot read {tmp_path / 'absent.der'}" in err and "Traceback" not in err
+    code, _, err = kinsim(capsys, "smdp", "profile", "add", str(fourth), str(broken), "--state", state)
+    assert code == 1 and err.startswith(f"kinsim: {broken}: ")  # which of the files is broken
+    assert _dump(state) == before
+    code, _, _ = kinsim(capsys, "smdp", "profile", "add", str(tmp_path / "absent.der"), "--state", str(tmp_path / "new"))
+    assert code == 1 and not (tmp_path / "new").exists()
+
+
+def test_serve_refuses_bad_settings_with_a_sentence_and_leaves_the_state(state, tmp_path, capsys):
+    test_pki().save(tmp_path / "pki")
+    junk = tmp_path / "junk.pem"
+    junk.write_bytes(b"not a certificate")
+    before = _dump(state)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        refusals = [
+            (["--trusted-ci", str(tmp_path / "absent.der")], "cannot read the certificate"),
+            (["--es2-port", "0", "--es2-client-ca", str(junk)], "holds no certificate"),
+            (["--callback-ca", str(tmp_path / "absent.pem")], "--callback-ca: cannot read"),
+            (["--session-timeout", "-1"], "session timeout must be positive"),
+            (["--order-ttl", "-5"], "order lifetime must be positive"),
+            (["--port", str(busy.getsockname()[1])], "cannot listen on 127.0.0.1"),
+        ]
+        for options, sentence in refusals:
+            code, out, err = kinsim(capsys, "smdp", "serve", "--state", state, "--pki", str(tmp_path / "pki"),
+                                    *options)
+            assert code == 1 and sentence in err and out == "", options
+    assert _dump(state) == before  # not even the address of the last serve
+    with pytest.raises(SystemExit) as caught:
+        main(["smdp", "serve", "--state", state, "--pki", str(tmp_path / "pki"), "--port", "70000"])
+    assert caught.value.code == 2 and "a port is 0 to 65535" in capsys.readouterr().err

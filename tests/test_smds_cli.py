@@ -74,3 +74,24 @@ async def _register_and_discover(info: dict) -> None:
     async with Es11Client(info["address"], tls_context([pki().ci.cert])) as lpa:
         found = await discover_events(card, lpa, smds_address=info["address"])
     assert [e.event_id for e in found.events] == ["EV-1"]
+
+
+def test_events_of_a_mistyped_state_is_an_error_that_creates_nothing(tmp_path, capsys):
+    from kinsim.cli import main
+
+    code = main(["smds", "events", "--state", str(tmp_path / "no-such-state")])
+    assert code == 1 and "no state at" in capsys.readouterr().err
+    assert not (tmp_path / "no-such-state").exists()
+
+
+def test_serve_refuses_a_bad_timeout_and_port(tmp_path, capsys):
+    from kinsim.cli import main
+
+    pki().save(tmp_path / "pki")
+    code = main(["smds", "serve", "--state", str(tmp_path / "s"), "--pki", str(tmp_path / "pki"),
+                 "--session-timeout", "0"])
+    assert code == 1 and "session timeout must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(SystemExit):
+        main(["smds", "serve", "--state", str(tmp_path / "s"), "--pki", str(tmp_path / "pki"), "--es12-port", "-1"])
+    assert "a port is 0 to 65535" in capsys.readouterr().err
