@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -101,7 +102,13 @@ def register(subparsers, name: str, help_text: str) -> None:
     reset.add_argument("directory", metavar="DIR")
     reset.set_defaults(func=cmd_reset)
 
-    serve = commands.add_parser("serve", help="offer the card to a reader transport until stopped")
+    serve = commands.add_parser(
+        "serve",
+        parents=[json_parent()],
+        help="offer the card to a reader transport until stopped",
+        description="Serve the card until Ctrl-C (or SIGTERM). The tcp transport prints its address on stdout "
+        "('listening tcp:HOST:PORT', or one JSON line with --json) for 'kinsim lpa --card'.",
+    )
     serve.add_argument("directory", metavar="DIR")
     serve.add_argument("--transport", required=True, metavar="NAME", help="one of the registered transports")
     serve.add_argument("--address", help="where the transport listens or connects (transport-specific)")
@@ -196,8 +203,8 @@ def describe(euicc: SoftEuicc) -> dict:
             {
                 "iccid": p.iccid,
                 "isdpAid": p.aid.hex().upper(),
-                "state": "enabled" if p.enabled else "disabled",
-                "nickname": p.nickname or None,
+                "profileState": "enabled" if p.enabled else "disabled",
+                "profileNickname": p.nickname or None,
                 "serviceProviderName": p.service_provider,
                 "profileName": p.name,
                 "profileClass": p.profile_class,
@@ -206,7 +213,12 @@ def describe(euicc: SoftEuicc) -> dict:
             for p in state.profiles
         ],
         "notifications": [
-            {"seqNumber": n.seq, "operation": n.operation, "address": n.address, "iccid": n.iccid}
+            {
+                "seqNumber": n.seq,
+                "profileManagementOperation": n.operation,
+                "notificationAddress": n.address,
+                "iccid": n.iccid,
+            }
             for n in state.notifications
         ],
     }
@@ -226,11 +238,11 @@ def _describe_text(info: dict) -> str:
         [
             (
                 p["iccid"],
-                p["state"],
+                p["profileState"],
                 p["profileClass"],
                 p["serviceProviderName"],
                 p["profileName"],
-                p["nickname"],
+                p["profileNickname"],
                 p["isdpAid"],
             )
             for p in info["profiles"]
@@ -238,7 +250,10 @@ def _describe_text(info: dict) -> str:
         ("ICCID", "state", "class", "provider", "name", "nickname", "ISD-P AID"),
     )
     notifications = table(
-        [(n["seqNumber"], n["operation"], n["address"], n["iccid"]) for n in info["notifications"]],
+        [
+            (n["seqNumber"], n["profileManagementOperation"], n["notificationAddress"], n["iccid"])
+            for n in info["notifications"]
+        ],
         ("seq", "operation", "address", "ICCID"),
     )
     return f"{head}\n\nprofiles\n{profiles}\n\npending notifications\n{notifications}"
@@ -283,5 +298,12 @@ def cmd_serve(args) -> int:
     for option in args.option:
         if "=" not in option:
             raise KinsimError(f"--option takes KEY=VALUE, got {option!r}")
-    with open_euicc(args.directory) as euicc:
-        return serve(euicc, args)
+    # Ctrl-C and SIGTERM both end serving the way the transports expect (KeyboardInterrupt), also when
+    # a shell started us in the background with SIGINT ignored: the card is powered off and unlocked.
+    previous = {signum: signal.signal(signum, signal.default_int_handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with open_euicc(args.directory) as euicc:
+            return serve(euicc, args)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -18,7 +18,15 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certs.pki import Credential, Pki, issue_euicc, load_certificate, load_private_key, random_eid
+from certs.pki import (
+    Credential,
+    Pki,
+    issue_euicc,
+    load_certificate,
+    load_private_key,
+    random_eid,
+    read_certificate,
+)
 from certs.sgp26 import load_sgp26, sgp26_cis
 from certs.validate import Role, authority_key_id, eid_of, eum_name_constraints, pkid, validate_chain
 from euicc_sim.store import CardStore
@@ -109,12 +117,37 @@ class EuiccConfig:
 
     @classmethod
     def from_json(cls, data: dict) -> EuiccConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(data) - known
+        if not isinstance(data, dict):
+            raise DecodeError("an eUICC configuration is a JSON object")
+        unknown = set(data) - set(_CONFIG_JSON_TYPES)
         if unknown:
             raise DecodeError(f"unknown eUICC configuration keys: {sorted(unknown)}")
+        for key, value in data.items():
+            _check_json_type(key, value)
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
+
+
+# The JSON form of each EuiccConfig field: its type, and for lists the type of the items.
+_CONFIG_JSON_TYPES: dict[str, tuple[tuple[type, ...], type | None]] = {
+    **{name: ((str,), None) for name in ("svn", "profile_version", "firmware_version", "pp_version",
+                                         "sas_accreditation", "root_ds_address")},
+    "euicc_category": ((int, type(None)), None),
+    "default_dp_address": ((str, type(None)), None),
+    "memory": ((int,), None),
+    "volatile_memory": ((int,), None),
+    **{name: ((list,), str) for name in ("uicc_capabilities", "rsp_capabilities", "forbidden_pprs")},
+    "rat": ((list,), dict),
+}
+
+
+def _check_json_type(key: str, value: object) -> None:
+    kinds, item_kind = _CONFIG_JSON_TYPES[key]
+    if isinstance(value, bool) or not isinstance(value, kinds):  # JSON true is not a number of bytes
+        names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+        raise DecodeError(f"eUICC configuration {key!r} must be {names}, got {value!r}")
+    if item_kind is not None and not all(isinstance(item, item_kind) for item in value):
+        raise DecodeError(f"eUICC configuration {key!r} must list {item_kind.__name__} values, got {value!r}")
 
 
 def _check_names(names: Sequence[str], bits: type, what: str) -> None:
@@ -180,21 +213,20 @@ class EuiccIdentity:
 
     @classmethod
     def load(cls, store: CardStore) -> EuiccIdentity:
-        try:
-            cis = tuple(x509.load_pem_x509_certificates(store.read_identity("trusted-cis.pem")))
-            config = EuiccConfig.from_json(json.loads(store.read_identity("config.json")))
-        except ValueError as exc:
-            raise DecodeError(f"eUICC identity in {store.directory} is damaged: {exc}") from None
-        euicc = Credential(
-            load_certificate(store.read_identity("euicc.der")),
-            load_private_key(store.read_identity("euicc.key.pem")),
-        )
+        """The identity saved in ``store``; a damaged file is a DecodeError that names it."""
+
+        def read(name: str, parse: Callable[[bytes], object]):
+            try:
+                return parse(store.read_identity(name))
+            except ValueError as exc:  # DecodeError, JSON and UTF-8 errors alike
+                raise DecodeError(f"eUICC identity in {store.directory} is damaged: {name}: {exc}") from None
+
         return cls(
-            eid=store.read_identity("eid").decode().strip(),
-            euicc=euicc,
-            eum=load_certificate(store.read_identity("eum.der")),
-            cis=cis,
-            config=config,
+            eid=read("eid", lambda data: validate_eid(data.decode().strip())),
+            euicc=Credential(read("euicc.der", load_certificate), read("euicc.key.pem", load_private_key)),
+            eum=read("eum.der", load_certificate),
+            cis=tuple(read("trusted-cis.pem", x509.load_pem_x509_certificates)),
+            config=read("config.json", lambda data: EuiccConfig.from_json(json.loads(data))),
         )
 
 
@@ -243,7 +275,7 @@ def pki_eum(directory: str | os.PathLike, curve: str = "nist") -> tuple[Credenti
 
 
 def load_extra_cis(paths: Sequence[str | os.PathLike]) -> list[x509.Certificate]:
-    return [load_certificate(Path(p).read_bytes()) for p in paths]
+    return [read_certificate(p) for p in paths]
 
 
 def _ein_of(eum: x509.Certificate) -> str:

@@ -34,7 +34,7 @@ from euicc_sim.es8_loader import (
 )
 from euicc_sim.identity import EuiccIdentity
 from euicc_sim.state import CardState, Notification, Profile, isdp_aid
-from euicc_sim.store import CardStore, blob_id
+from euicc_sim.store import STATE_FILE, CardStore, StoreCorrupt, blob_id
 from rsp import crypto
 from rsp import messages as m
 from rsp import messages_v3 as v3
@@ -74,7 +74,10 @@ class Isdr:
         self._store = store
         self._clock = clock or (lambda: datetime.now(UTC))
         self._rng = rng or os.urandom
-        self._state = CardState.from_json(store.state)
+        try:
+            self._state = CardState.from_json(store.state)
+        except DecodeError as exc:
+            raise StoreCorrupt(f"{store.directory / STATE_FILE}: {exc}") from None
         self._session: es10b_auth.Session | None = None
         self._loader: BppLoader | None = None
         self._retained_otsk = None  # otSK.EUICC.ECKA kept for a retried download (5.7.5)

@@ -200,7 +200,9 @@ class CardState:
                 default_dp_address=data.get("defaultDpAddress"),
                 extra={k: v for k, v in data.items() if k not in known},
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except KeyError as exc:
+            raise DecodeError(f"eUICC state is malformed: a profile or notification lacks {exc}") from None
+        except (AttributeError, TypeError, ValueError) as exc:  # a list or object where the other belongs
             raise DecodeError(f"eUICC state is malformed: {exc}") from None
 
 

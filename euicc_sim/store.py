@@ -109,6 +109,10 @@ class CardStore:
                 raise StoreError(f"no eUICC directory at {path}")
             path.mkdir(mode=0o700, parents=True)
             _fsync_dir(path.parent)
+        elif not create and not (path / LOCK_FILE).is_file():
+            # every store has its lock file from the start: without one this is some other directory,
+            # which opening must not fill with a lock, blobs/ and identity/
+            raise StoreError(f"{path} holds no eUICC (create one with 'kinsim euicc create')")
         lock_fd = _lock(path)
         try:
             state = _recover(path)

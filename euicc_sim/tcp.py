@@ -10,6 +10,7 @@ as when a card is pulled from a reader.
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 
@@ -21,7 +22,10 @@ LISTEN_HOST = "127.0.0.1"
 def listen(host: str, port: int) -> socket.socket:
     if host not in ("127.0.0.1", "::1", "localhost"):
         raise VpcdError(f"the tcp transport serves loopback only, not {host}")
-    server = socket.create_server((host, port))
+    try:
+        server = socket.create_server((host, port))
+    except OSError as exc:
+        raise VpcdError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     server.settimeout(None)
     return server
 
@@ -62,7 +66,10 @@ def serve_command(euicc, args) -> int:
     server = listen(host, port)
     bound = server.getsockname()[1]
     # One machine-readable line on stdout so a parent process can find the port.
-    print(f"listening tcp:{host}:{bound}", flush=True)
+    if getattr(args, "json", False):
+        print(json.dumps({"card": f"tcp:{host}:{bound}", "eid": euicc.eid}), flush=True)
+    else:
+        print(f"listening tcp:{host}:{bound}", flush=True)
     print(f"eUICC {euicc.eid} serves APDUs on tcp:{host}:{bound}; Ctrl-C stops it", file=sys.stderr)
     try:
         serve(euicc.card, server)

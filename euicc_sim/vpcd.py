@@ -314,9 +314,12 @@ def parse_address(text: str | None) -> tuple[str, int]:
         return VPCD_HOST, VPCD_PORT
     host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
     try:
-        return host or VPCD_HOST, int(port, 0) if port else VPCD_PORT
+        number = int(port, 0) if port else VPCD_PORT
     except ValueError:
-        raise VpcdError(f"vpcd address must be HOST:PORT, not {text!r}") from None
+        number = -1
+    if not 0 <= number <= 65535:
+        raise VpcdError(f"the address must be HOST:PORT with a port of 0 to 65535, not {text!r}")
+    return host or VPCD_HOST, number
 
 
 def serve_command(euicc, args) -> int:

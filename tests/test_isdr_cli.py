@@ -115,10 +115,15 @@ def test_show_lists_profiles_and_notifications(tmp_path, capsys):
     _card_with_profile(tmp_path, capsys)
     shown = run_json(capsys, "euicc", "show", str(tmp_path / "e"), "--json")
     [profile] = shown["profiles"]
-    assert profile["iccid"] == iccid(1) and profile["state"] == "disabled"
+    assert profile["iccid"] == iccid(1) and profile["profileState"] == "disabled"
     assert profile["isdpAid"] == "A0000005591010FFFFFFFF8900001000"
     assert shown["notifications"] == [
-        {"seqNumber": 1, "operation": "notificationInstall", "address": "smdp.example.com", "iccid": iccid(1)}
+        {
+            "seqNumber": 1,
+            "profileManagementOperation": "notificationInstall",
+            "notificationAddress": "smdp.example.com",
+            "iccid": iccid(1),
+        }
     ]
     code, text, _ = run(capsys, "euicc", "show", str(tmp_path / "e"))
     assert code == 0 and iccid(1) in text and "notificationInstall" in text
@@ -164,3 +169,95 @@ def test_serve_hands_the_open_card_to_a_registered_transport(tmp_path, capsys, m
     assert seen["sw"][0] == 0x61 and seen["address"] == "x:1" and seen["options"] == ["k=v"]
     code, _, err = run(capsys, "euicc", "serve", str(tmp_path / "e"), "--transport", "nope")
     assert code == 1 and "unknown transport 'nope'" in err and "fake" in err
+
+
+def _tree(directory) -> dict:
+    return {str(p.relative_to(directory)): p.read_bytes() if p.is_file() else None for p in directory.rglob("*")}
+
+
+def test_commands_on_a_directory_without_an_euicc_leave_it_alone(tmp_path, capsys):
+    pki = _pki_dir(tmp_path)
+    before = _tree(pki)
+    for argv in (["euicc", "show", str(pki)], ["euicc", "reset", str(pki)], ["lpa", "--euicc", str(pki), "chip", "info"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 1 and f"{pki} holds no eUICC" in err, argv
+    assert _tree(pki) == before  # no lock file, blobs/ or identity/ appeared
+
+
+def test_a_damaged_identity_file_is_named(tmp_path, capsys):
+    run_json(capsys, "euicc", "create", str(tmp_path / "e"), "--json")
+    for name in ("eid", "euicc.der", "euicc.key.pem", "eum.der", "trusted-cis.pem", "config.json"):
+        path = tmp_path / "e" / "identity" / name
+        intact = path.read_bytes()
+        path.write_bytes(intact[:20])
+        code, _, err = run(capsys, "euicc", "show", str(tmp_path / "e"))
+        assert code == 1 and f"eUICC identity in {tmp_path / 'e'} is damaged: {name}: " in err, err
+        path.write_bytes(intact)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda state: state.update(profiles="not a list"),
+    lambda state: state.update(profiles=[{"iccid": iccid(1)}]),
+    lambda state: state.update(notifications=[[1, 2]]),
+])
+def test_a_damaged_state_file_is_one_sentence(tmp_path, capsys, damage):
+    run_json(capsys, "euicc", "create", str(tmp_path / "e"), "--json")
+    path = tmp_path / "e" / "state.json"
+    document = json.loads(path.read_text())
+    damage(document["state"])
+    path.write_text(json.dumps(document))
+    code, _, err = run(capsys, "euicc", "show", str(tmp_path / "e"))
+    assert code == 1 and err.startswith(f"kinsim: {path}: eUICC state is malformed")
+
+
+@pytest.mark.parametrize(("config", "sentence"), [
+    ({"memory": "lots"}, "'memory' must be int"),
+    ({"memory": True}, "'memory' must be int"),
+    ({"uicc_capabilities": "usimSupport"}, "'uicc_capabilities' must be list"),
+    ({"rat": [1]}, "'rat' must list dict values"),
+    ({"default_dp_address": 5}, "'default_dp_address' must be str or null"),
+    ([], "is a JSON object"),
+])
+def test_a_configuration_file_of_the_wrong_types_is_refused(tmp_path, capsys, config, sentence):
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    code, _, err = run(capsys, "euicc", "create", str(tmp_path / "e"), "--config", str(tmp_path / "config.json"))
+    assert code == 1 and sentence in err and not (tmp_path / "e").exists()
+
+
+def test_every_configuration_field_has_a_json_type():
+    from dataclasses import fields
+
+    from euicc_sim.identity import _CONFIG_JSON_TYPES, EuiccConfig
+
+    assert {f.name for f in fields(EuiccConfig)} == set(_CONFIG_JSON_TYPES)
+    config = EuiccConfig(euicc_category=1, default_dp_address="smdp.example")
+    assert EuiccConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+
+
+def test_serve_tcp_on_a_busy_or_impossible_port_is_one_sentence(tmp_path, capsys):
+    import socket
+
+    run_json(capsys, "euicc", "create", str(tmp_path / "e"), "--json")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        address = f"127.0.0.1:{busy.getsockname()[1]}"
+        code, _, err = run(capsys, "euicc", "serve", str(tmp_path / "e"), "--transport", "tcp", "--address", address)
+    assert code == 1 and f"cannot listen on {address}" in err
+    code, _, err = run(capsys, "euicc", "serve", str(tmp_path / "e"), "--transport", "tcp", "--address", "127.0.0.1:99999")
+    assert code == 1 and "a port of 0 to 65535" in err
+
+
+def test_serve_tcp_prints_json_and_stops_cleanly_on_sigterm(tmp_path, capsys):
+    from tests.processes import Server
+
+    eid = run_json(capsys, "euicc", "create", str(tmp_path / "e"), "--json")["eid"]
+    server = Server(["euicc", "serve", str(tmp_path / "e"), "--transport", "tcp", "--json"], '{"card"')
+    try:
+        served = json.loads(server.line)
+        assert served["eid"] == eid and served["card"].startswith("tcp:127.0.0.1:")
+        assert run_json(capsys, "--json", "lpa", "--card", served["card"], "chip", "info")["eid"] == eid
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0  # SIGTERM ends serving like Ctrl-C: card powered off, directory unlocked
+    assert run_json(capsys, "euicc", "show", str(tmp_path / "e"), "--json")["eid"] == eid
