@@ -27,7 +27,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from certs.pki import load_certificate
+from certs.pki import read_certificate
 from conformance import recording
 from conformance.catalogue import CASES, ES9, ES9_CASES, ES10, FEATURES
 from conformance.es9_cases import Es9Context
@@ -41,19 +41,17 @@ from conformance.identity import known_cis, load_euicc_material, load_smdp_pki, 
 from conformance.orders import Es2Orders, ListedOrders, orders_needed
 from conformance.runner import Result, exit_status, junit_xml, results_table, summary
 from euicc_sim.card import open_euicc
-from kinsim.output import emit, json_parent, table
+from kinsim.output import command_group, emit, json_parent, table
 from lpa.es9_client import split_address
 from lpa.es10 import Es10Client
 from lpa.transport import SimCardTransport
 from mno.es2_client import Es2Client
-from rsp.errors import KinsimError
+from rsp.errors import DecodeError, KinsimError
 
 
 def register(subparsers, name: str, help_text: str) -> None:
-    parser = subparsers.add_parser(name, help=help_text, description="Run the SGP.22 conformance catalogue against an "
-                                   "SM-DP+ (ES9+) or an eUICC (ES10); see conformance/README.md.")
-    parser.set_defaults(func=lambda _args: parser.print_help() or 2)
-    commands = parser.add_subparsers(dest="conformance_command", metavar="COMMAND")
+    commands = command_group(subparsers, name, help_text, "Run the SGP.22 conformance catalogue against an SM-DP+ "
+                             "(ES9+) or an eUICC (ES10); see conformance/README.md.")
     as_json = json_parent()
     _register_list(commands, as_json)
     _register_es9(commands, _common(as_json))
@@ -67,7 +65,7 @@ def _common(as_json):
                         help="a feature the target declares it lacks; its cases are not applicable (repeatable)")
     common.add_argument("--case", action="append", default=[], metavar="ID", help="run only this case (repeatable)")
     common.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML results to FILE")
-    common.add_argument("--seed", metavar="HEX", help="derive the runner's challenges and keys from this seed")
+    common.add_argument("--seed", type=_seed, metavar="HEX", help="derive the runner's challenges and keys from this seed")
     return common
 
 
@@ -124,7 +122,7 @@ def _register_sessions(commands, as_json) -> None:
                                           "write every ES9+ body and APDU to FILE.")
     rec.add_argument("scenario", choices=sorted(recording.SCENARIOS))
     rec.add_argument("--out", required=True, type=Path, metavar="FILE")
-    rec.add_argument("--seed", default="6b696e73696d", metavar="HEX", help="seed (default: hex of 'kinsim')")
+    rec.add_argument("--seed", type=_seed, default="6b696e73696d", metavar="HEX", help="seed (default: hex of 'kinsim')")
     rec.set_defaults(func=cmd_record)
     rep = commands.add_parser("replay", parents=[as_json], help="replay recorded sessions and compare byte for byte")
     rep.add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -154,7 +152,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_es9(args) -> int:
-    ci = load_certificate(args.ci.read_bytes())
+    ci = read_certificate(args.ci)
     material = load_euicc_material(args.euicc_identity) if args.euicc_identity else sgp26_euicc()
     rng, clock = _rng(args), _clock
     host = split_address(args.smdp)[0]
@@ -189,7 +187,7 @@ def _orders(args, material, rng, ci):
 
 def cmd_es10(args) -> int:
     pki = load_smdp_pki(args.smdp_pki)
-    extra = [load_certificate(p.read_bytes()) for p in args.card_ci]
+    extra = [read_certificate(p) for p in args.card_ci]
     rng = _rng(args)
     transport = _transport(args)
     try:
@@ -212,7 +210,7 @@ def _transport(args):
 
 
 def cmd_record(args) -> int:
-    result = recording.record(args.scenario, bytes.fromhex(args.seed), args.out)
+    result = recording.record(args.scenario, args.seed, args.out)
     emit(args, {"scenario": result.scenario, "outcome": result.outcome, "events": len(result.events),
                 "file": str(args.out)},
          lambda v: f"recorded {v['scenario']}: {v['outcome']} ({v['events']} events) in {v['file']}")
@@ -227,6 +225,8 @@ def cmd_replay(args) -> int:
             rows.append({"file": str(path), "result": "identical", "events": len(replayed.events)})
         except recording.SessionMismatch as exc:
             rows.append({"file": str(path), "result": f"differs: {exc}", "events": None})
+        except DecodeError as exc:
+            rows.append({"file": str(path), "result": f"unreadable: {exc}", "events": None})
     emit(args, rows, lambda r: table([(x["file"], x["events"], x["result"]) for x in r], ("FILE", "EVENTS", "RESULT")))
     return 0 if all(r["result"] == "identical" for r in rows) else 1
 
@@ -234,12 +234,19 @@ def cmd_replay(args) -> int:
 # --- helpers --------------------------------------------------------------------------------------
 
 
+def _seed(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is hex digits, got {text!r}") from None
+
+
 def _clock() -> datetime:
     return datetime.now(UTC)
 
 
 def _rng(args):
-    return recording.seeded_rng(bytes.fromhex(args.seed), "runner") if args.seed else os.urandom
+    return recording.seeded_rng(args.seed, "runner") if args.seed else os.urandom
 
 
 def _progress(args):
@@ -262,7 +269,7 @@ def _pem(cert) -> str:
 
 
 def _common_name(path: Path) -> str:
-    names = load_certificate(path.read_bytes()).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    names = read_certificate(path).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not names:
         raise KinsimError(f"{path} has no CN: give --es2-requester")
     return str(names[0].value)

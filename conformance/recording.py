@@ -38,7 +38,7 @@ from lpa.download import download_profile
 from lpa.es10 import Es10Client
 from lpa.transport import SimCardTransport
 from rsp import crypto, es9_json
-from rsp.errors import KinsimError, StatusCodeError
+from rsp.errors import DecodeError, KinsimError, StatusCodeError
 from rsp.saip.personalize import personalize
 from rsp.testdata import ts48_profile
 from smdp.config import SmdpConfig
@@ -198,10 +198,26 @@ class Recording:
 
     @classmethod
     def from_json(cls, data: dict) -> Recording:
-        if data.get("format") != FORMAT:
-            raise SessionMismatch(f"not a {FORMAT} fixture (format {data.get('format')!r})")
-        return cls(data["scenario"], bytes.fromhex(data["seed"]), datetime.fromisoformat(data["clock"]),
-                   _pki_from_json(data["pki"]), data["outcome"], data["events"])
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise SessionMismatch(f"not a {FORMAT} fixture (format {found!r})")
+        try:
+            return cls(data["scenario"], bytes.fromhex(data["seed"]), datetime.fromisoformat(data["clock"]),
+                       _pki_from_json(data["pki"]), data["outcome"], data["events"])
+        except KeyError as exc:
+            raise DecodeError(f"the recorded session lacks {exc}") from None
+        except (AttributeError, TypeError, ValueError) as exc:  # DecodeError of the PKI included
+            raise DecodeError(f"the recorded session is malformed: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recording:
+        """A fixture written by ``record``; DecodeError (naming the file) when unreadable or malformed."""
+        try:
+            return cls.from_json(json.loads(Path(path).read_text("utf-8")))
+        except OSError as exc:
+            raise DecodeError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except ValueError as exc:  # not UTF-8, not JSON, or DecodeError from from_json
+            raise DecodeError(f"{path}: {exc}") from None
 
 
 async def run_session(scenario_name: str, seed: bytes, pki: Pki, clock: datetime = FIXED_CLOCK) -> Recording:
@@ -257,13 +273,16 @@ def new_pki(seed: bytes, clock: datetime = FIXED_CLOCK) -> Pki:
 
 def record(scenario_name: str, seed: bytes, path: str | Path, *, pki: Pki | None = None) -> Recording:
     recording = asyncio.run(run_session(scenario_name, seed, pki or new_pki(seed)))
-    Path(path).write_text(json.dumps(recording.to_json(), indent=1) + "\n")
+    try:
+        Path(path).write_text(json.dumps(recording.to_json(), indent=1) + "\n")
+    except OSError as exc:
+        raise KinsimError(f"cannot write {path}: {exc.strerror or exc}") from None
     return recording
 
 
 def replay(path: str | Path) -> Recording:
     """Re-run a recorded session with its seed, clock and PKI; SessionMismatch at the first byte that differs."""
-    expected = Recording.from_json(json.loads(Path(path).read_text()))
+    expected = Recording.load(path)
     actual = asyncio.run(run_session(expected.scenario, expected.seed, expected.pki, expected.clock))
     compare(expected, actual)
     return actual

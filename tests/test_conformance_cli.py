@@ -105,3 +105,20 @@ def test_record_and_replay(tmp_path, capsys):
     path.write_text(json.dumps(data))
     status, out = run(capsys, "conformance", "replay", str(path))
     assert status == 1 and "differs" in out
+
+
+def test_unreadable_inputs_are_sentences(tmp_path, capsys):
+    (tmp_path / "junk.json").write_text("{not json")
+    (tmp_path / "partial.json").write_text(json.dumps({"format": "kinsim-session/1", "scenario": "download"}))
+    status, out = run(capsys, "--json", "conformance", "replay", str(tmp_path / "absent.json"),
+                      str(tmp_path / "junk.json"), str(tmp_path / "partial.json"))
+    results = [r["result"] for r in json.loads(out)]
+    assert status == 1 and all(r.startswith("unreadable: ") for r in results), results
+    assert "cannot read" in results[0] and "lacks 'seed'" in results[2]
+    status = main(["conformance", "es9", "--smdp", ADDRESS, "--ci", str(tmp_path / "absent.der"), "--matching-id", "x"])
+    assert status == 1 and "cannot read the certificate" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as caught:
+        main(["conformance", "record", "download", "--out", str(tmp_path / "x.json"), "--seed", "zz"])
+    assert caught.value.code == 2 and "a seed is hex digits" in capsys.readouterr().err
+    status = main(["conformance", "record", "wrong-matching-id", "--out", str(tmp_path / "no" / "dir.json")])
+    assert status == 1 and "cannot write" in capsys.readouterr().err
