@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -25,16 +26,24 @@ from cryptography import x509
 
 from certs.pki import load_certificate
 from certs.validate import pkid
-from kinsim.output import command_group, emit, json_parent, key_values, table
+from kinsim.output import command_group, emit, json_parent, key_values, print_json, table
 from lpa import manage
 from lpa.config import LpaConfig, add_trusted_ci, load_config
 from lpa.download import DownloadPostponed, ProfileMetadata, download_profile
 from lpa.es10 import ApduExchange, Counters, Es10Client, ProfileRef
-from lpa.notifications import Delivery, list_notifications, process_notifications, remove_notifications
+from lpa.notifications import (
+    Delivery,
+    dump_notifications,
+    list_notifications,
+    load_dumped,
+    process_notifications,
+    remove_notifications,
+    replay_notifications,
+)
 from lpa.transport import CardTransport, SimCardTransport
 from rsp import status
 from rsp.activation import parse_activation_code
-from rsp.errors import Es10Error, KinsimError, StatusCodeError
+from rsp.errors import DecodeError, Es10Error, KinsimError, StatusCodeError
 from rsp.ids import validate_iccid
 
 RESET_OPTIONS = ("deleteOperationalProfiles", "deleteFieldLoadedTestProfiles")
@@ -45,7 +54,7 @@ RESET_OPTIONS = ("deleteOperationalProfiles", "deleteFieldLoadedTestProfiles")
 
 def register(subparsers, name: str, help_text: str) -> None:
     parser = subparsers.add_parser(
-        name, help=help_text, description="Local Profile Assistant: talk ES10 to an eUICC and ES9+ to SM-DP+ "
+        name, help=help_text, parents=[json_parent()], description="Local Profile Assistant: talk ES10 to an eUICC and ES9+ to SM-DP+ "
         "servers. Global options go before the command: kinsim lpa --euicc DIR profile list")
     card = parser.add_argument_group("card")
     card.add_argument("--euicc", metavar="DIR", default=os.environ.get("KINSIM_EUICC"),
@@ -69,6 +78,7 @@ def register(subparsers, name: str, help_text: str) -> None:
     _register_profile(groups)
     _register_notification(groups)
     _register_ci(groups)
+    _register_reader(groups)
 
 
 def _leaf(commands, name: str, func: Callable, help_text: str, description: str | None = None):
@@ -109,20 +119,22 @@ def _register_profile(groups) -> None:
     nickname.add_argument("nickname", metavar="NAME")
     download = _leaf(
         commands, "download", cmd_profile_download, "download and install a profile (SGP.22 3.1.3)",
-        "With -a: the activation code's SM-DP+ and matching ID. With --smdp: that address and --matching-id "
-        "(default empty). With neither: the card's default SM-DP+ address and an empty matching ID.")
+        "With -a: the activation code's SM-DP+ and matching ID. With -s/--smdp: that address. Without either: "
+        "the card's default SM-DP+ address. -m gives the matching ID in the last two cases (default empty). "
+        "The short options are lpac's.")
     source = download.add_mutually_exclusive_group()
     source.add_argument("-a", "--activation-code", metavar="CODE", help="'LPA:1$ADDRESS$MATCHING-ID[$OID[$1]]'")
-    source.add_argument("--smdp", metavar="ADDR", help="SM-DP+ address")
-    download.add_argument("-m", "--matching-id", default="", metavar="ID", help="matching ID (with --smdp)")
+    source.add_argument("-s", "--smdp", metavar="ADDR", help="SM-DP+ address")
+    download.add_argument("-m", "--matching-id", metavar="ID", help="matching ID (not with -a, which carries one)")
     download.add_argument("-c", "--confirmation-code", metavar="CODE", help="confirmation code, if the order has one")
     download.add_argument("--yes", action="store_true", help="accept the profile without asking")
-    download.add_argument("--imei", metavar="DIGITS", help="IMEI to send in deviceInfo (15 or 16 digits)")
+    download.add_argument("-i", "--imei", metavar="DIGITS", help="IMEI to send in deviceInfo (15 or 16 digits)")
     discovery = _leaf(commands, "discovery", cmd_profile_discovery,
                       "ask an SM-DS for events waiting for this eUICC (SGP.22 3.6.3)",
                       "Lists the events. With --download, serves each at its SM-DP+: a profile download, or an "
                       "SGP.22 v3 RPM package (e.g. the remote deletion of a revoked profile) the card runs.")
-    discovery.add_argument("--smds", metavar="ADDR", help="SM-DS address (default: the card's root SM-DS)")
+    discovery.add_argument("-s", "--smds", metavar="ADDR", help="SM-DS address (default: the card's root SM-DS)")
+    discovery.add_argument("-i", "--imei", metavar="DIGITS", help="IMEI to send in deviceInfo (15 or 16 digits)")
     discovery.add_argument("--download", action="store_true",
                            help="serve every event: download its profile or run its RPM package")
     discovery.add_argument("-c", "--confirmation-code", metavar="CODE", help="confirmation code for a download")
@@ -139,6 +151,20 @@ def _register_notification(groups) -> None:
     remove = _leaf(commands, "remove", cmd_notification_remove, "drop notifications without sending them")
     remove.add_argument("seq", nargs="*", type=int, metavar="SEQ")
     remove.add_argument("--all", action="store_true", help="every pending notification")
+    dump = _leaf(commands, "dump", cmd_notification_dump, "print notifications with their signed content (JSON)",
+                 "A JSON list: each notification's metadata and its signed PendingNotification (base64 DER), "
+                 "always JSON, to keep before 'remove' and to send again with 'replay'.")
+    dump.add_argument("seq", nargs="*", type=int, metavar="SEQ", help="only these (default: all)")
+    replay = _leaf(commands, "replay", cmd_notification_replay,
+                   "send dumped notifications to their SM-DP+ again (HandleNotification)",
+                   "Reads the JSON list 'notification dump' printed, from FILE or '-' for stdin. The card is not "
+                   "involved: the notifications are sent as they were signed.")
+    replay.add_argument("file", metavar="FILE")
+
+
+def _register_reader(groups) -> None:
+    commands = _group(groups, "reader", "PC/SC readers (lpac: driver apdu list)")
+    _leaf(commands, "list", cmd_reader_list, "the PC/SC readers, with the index --reader N takes")
 
 
 def _register_ci(groups) -> None:
@@ -313,6 +339,7 @@ def _chip_text(info: dict) -> str:
         ("Forbidden policy rules", ", ".join(e["forbiddenProfilePolicyRules"])),
         ("CI keys (verification)", keys("euiccCiPKIdListForVerification")),
         ("CI keys (signing)", keys("euiccCiPKIdListForSigning")),
+        ("Certification data", ", ".join(f"{k} {v}" for k, v in (e["certificationDataObject"] or {}).items())),
     ]
     rat = info["rulesAuthorisationTable"]
     pairs.append(("Policy rules allowed (RAT)", "; ".join(_rat_rule_text(r) for r in rat) if rat else "-"))
@@ -438,12 +465,13 @@ def cmd_profile_nickname(args) -> int:
 
 
 def cmd_profile_download(args) -> int:
+    target = _requested_target(args)  # like the trust and the IMEI, checked before the card is touched
     config = _config(args)
-    config.trusted_cis()  # fail before touching the card when no SM-DP+ can be trusted
+    config.trusted_cis()
     if args.imei:
         config = _with_imei(config, args.imei)
     with card_session(args, config) as (es10, counters):
-        address, matching_id, oid, cc_required = _download_target(args, es10)
+        address, matching_id, oid, cc_required = target or _default_target(args, es10)
         result = asyncio.run(_download(args, config, es10, address, matching_id, oid, cc_required))
     value = {**result.as_dict(), "smdpAddress": address, "card": counters.as_dict()}
     names = ": ".join(n for n in (result.metadata.service_provider_name, result.metadata.profile_name) if n)
@@ -462,17 +490,26 @@ def _with_imei(config: LpaConfig, imei: str) -> LpaConfig:
     return replace(config, device=replace(config.device, imei=packed))
 
 
-def _download_target(args, es10: Es10Client) -> tuple[str, str, str | None, bool]:
-    """(SM-DP+ address, matching ID, SM-DP+ OID, CC required) from -a, --smdp or the card's default."""
+DownloadTarget = tuple[str, str, str | None, bool]  # SM-DP+ address, matching ID, SM-DP+ OID, CC required
+
+
+def _requested_target(args) -> DownloadTarget | None:
+    """What -a or --smdp ask for; None when the card's default SM-DP+ address is to be used."""
     if args.activation_code:
+        if args.matching_id is not None:
+            raise KinsimError("the activation code carries the matching ID: give -a or -m, not both")
         code = parse_activation_code(args.activation_code.strip())
         return code.smdp_address, code.matching_id, code.smdp_oid, code.cc_required
     if args.smdp:
-        return args.smdp, args.matching_id, None, False
+        return args.smdp, args.matching_id or "", None, False
+    return None
+
+
+def _default_target(args, es10: Es10Client) -> DownloadTarget:
     default, _ = es10.get_euicc_configured_addresses()
     if not default:
         raise KinsimError("no activation code or --smdp given, and the eUICC has no default SM-DP+ address")
-    return default, "", None, False
+    return default, args.matching_id or "", None, False
 
 
 async def _download(args, config: LpaConfig, es10: Es10Client, address: str, matching_id: str, oid: str | None,
@@ -545,6 +582,8 @@ def cmd_profile_discovery(args) -> int:
     from lpa.discovery import Es11Client, discover_events, root_smds_address
 
     config = _config(args)
+    if args.imei:
+        config = _with_imei(config, args.imei)
     context = config.ssl_context()
     if args.download:
         return _discovery_download(args, config, context)
@@ -624,6 +663,40 @@ def cmd_notification_process(args) -> int:
     return 0 if all(d.delivered for d in deliveries) else 1
 
 
+def cmd_notification_dump(args) -> int:
+    with card_session(args, _config(args)) as (es10, _):
+        dumped = dump_notifications(es10, args.seq or None)
+    print_json(dumped)  # always JSON: the dump is meant to be kept as a file
+    return 0
+
+
+def cmd_notification_replay(args) -> int:
+    pending = [load_dumped(entry) for entry in _read_dump(args.file)]
+    config = _config(args)
+    deliveries = asyncio.run(_with_pool(config, lambda pool: replay_notifications(pool, pending)))
+    rows = [(d.notification.seq_number, d.notification.operation, d.notification.address,
+             "sent" if d.delivered else "failed", d.error) for d in deliveries]
+    human = table(rows, ["Seq", "Operation", "Address", "Result", "Error"]) if rows else "Nothing to replay."
+    emit(args, [d.as_dict() for d in deliveries], human)
+    return 0 if all(d.delivered for d in deliveries) else 1
+
+
+def _read_dump(path: str) -> list:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text("utf-8")
+    except OSError as exc:
+        raise KinsimError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise DecodeError(f"{path} is not a notification dump (not UTF-8 text)") from None
+    try:
+        dumped = json.loads(text)
+    except ValueError as exc:
+        raise DecodeError(f"{path} is not a notification dump (JSON): {exc}") from None
+    if not isinstance(dumped, list):
+        raise DecodeError(f"{path} is not a notification dump: expected the JSON list 'notification dump' prints")
+    return dumped
+
+
 def cmd_notification_remove(args) -> int:
     if bool(args.all) == bool(args.seq):
         raise KinsimError("give the sequence numbers to remove, or --all")
@@ -633,6 +706,19 @@ def cmd_notification_remove(args) -> int:
     emit(args, {"removed": removed},
          f"Removed notification{'s' if len(removed) != 1 else ''} {', '.join(map(str, removed))}." if removed
          else "No pending notifications.")
+    return 0
+
+
+# --- readers ---------------------------------------------------------------------------------------------
+
+
+def cmd_reader_list(args) -> int:
+    from lpa.pcsc import list_readers
+
+    readers = [{"index": index, "name": name} for index, name in enumerate(list_readers())]
+    human = table([(r["index"], r["name"]) for r in readers], ["Index", "Reader"]) if readers \
+        else "No PC/SC reader (plug one in, or 'scripts/pcscd-setup start' for the virtual reader)."
+    emit(args, readers, human)
     return 0
 
 

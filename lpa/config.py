@@ -141,7 +141,7 @@ def load_config(directory: str | os.PathLike | None = None, *, ci_certs: Iterabl
         directory=folder,
         ci_files=_stored_cis(folder) + tuple(Path(p) for p in ci_certs),
         device=_device(settings),
-        timeout=float(timeout if timeout is not None else settings.get("timeout", DEFAULT_TIMEOUT)),
+        timeout=_timeout(timeout if timeout is not None else settings.get("timeout", DEFAULT_TIMEOUT)),
         connect_to=mapping,
     )
     aid_text = isdr_aid or settings.get("isdr_aid")
@@ -159,6 +159,12 @@ def load_config(directory: str | os.PathLike | None = None, *, ci_certs: Iterabl
             raise ConfigError(f"the STORE DATA block size must be 1..{MAX_BLOCK_SIZE}, got {size!r}")
         config = replace(config, block_size=size)
     return config
+
+
+def _timeout(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"the ES9+ timeout is a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 def add_trusted_ci(directory: str | os.PathLike, data: bytes, now: datetime) -> Path:

@@ -136,7 +136,8 @@ class ProfileMetadata:
             "iccid": self.iccid, "serviceProviderName": self.service_provider_name, "profileName": self.profile_name,
             "profileClass": self.profile_class, "iconType": self.icon_type, "icon": icon_text(self.icon),
             "profileOwner": self.profile_owner, "profilePolicyRules": list(self.profile_policy_rules),
-            "notificationConfigurationInfo": [{"operation": o, "address": a} for o, a in self.notification_addresses],
+            "notificationConfigurationInfo": [{"profileManagementOperation": o, "notificationAddress": a}
+                                              for o, a in self.notification_addresses],
             "pprConsentRequired": self.ppr_consent_required,
         }
 

@@ -7,6 +7,7 @@ error) stays on the card and is delivered by the next processing run: never drop
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Protocol
 from lpa.es10 import Es10Client
 from rsp import messages as m
 from rsp import messages_v3 as v3
-from rsp.errors import Es10Error, KinsimError
+from rsp.errors import DecodeError, Es10Error, KinsimError
 from rsp.ids import iccid_from_bcd
 
 _log = logging.getLogger(__name__)
@@ -71,8 +72,8 @@ class Notification:
         return cls.from_metadata(metadata_of(pending))
 
     def as_dict(self) -> dict:
-        return {"seqNumber": self.seq_number, "operation": self.operation, "notificationAddress": self.address,
-                "iccid": self.iccid}
+        return {"seqNumber": self.seq_number, "profileManagementOperation": self.operation,
+                "notificationAddress": self.address, "iccid": self.iccid}
 
 
 @dataclass(frozen=True)
@@ -119,13 +120,51 @@ async def process_notifications(es10: Es10Client, peers: PeerFactory, *, seq_num
     pending = pending_notifications(es10)
     known = {metadata_of(p)["seqNumber"].native for p in pending}
     pending += [p for p in extra if metadata_of(p)["seqNumber"].native not in known]
-    if seq_numbers is not None:
-        wanted = set(seq_numbers)
-        missing = sorted(wanted - {metadata_of(p)["seqNumber"].native for p in pending})
-        if missing:
-            raise NotificationNotFound(f"the card holds no pending notification {', '.join(map(str, missing))}")
-        pending = [p for p in pending if metadata_of(p)["seqNumber"].native in wanted]
-    return [await deliver(es10, peers, p) for p in pending]
+    return [await deliver(es10, peers, p) for p in _numbered(pending, seq_numbers)]
+
+
+def _numbered(pending: list[m.PendingNotification], seq_numbers: Iterable[int] | None) -> list[m.PendingNotification]:
+    """Those of ``pending`` with the given sequence numbers (all for None); NotificationNotFound for a number
+    the card does not hold."""
+    if seq_numbers is None:
+        return pending
+    wanted = set(seq_numbers)
+    missing = sorted(wanted - {metadata_of(p)["seqNumber"].native for p in pending})
+    if missing:
+        raise NotificationNotFound(f"the card holds no pending notification {', '.join(map(str, missing))}")
+    return [p for p in pending if metadata_of(p)["seqNumber"].native in wanted]
+
+
+def dump_notifications(es10: Es10Client, seq_numbers: Iterable[int] | None = None) -> list[dict]:
+    """The pending notifications (all, or those numbered) with their signed PendingNotification DER in
+    base64, as HandleNotification carries it (SGP.22 5.6.4): a copy to keep, and to ``replay`` later."""
+    return [{**Notification.from_pending(p).as_dict(), "pendingNotification": base64.b64encode(p.dump()).decode()}
+            for p in _numbered(pending_notifications(es10), seq_numbers)]
+
+
+def load_dumped(entry: object) -> m.PendingNotification:
+    """The PendingNotification of one ``dump_notifications`` entry; DecodeError if it is not one."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("pendingNotification"), str):
+        raise DecodeError("a dumped notification is an object with a base64 'pendingNotification'")
+    try:
+        der = base64.b64decode(entry["pendingNotification"], validate=True)
+    except ValueError:
+        raise DecodeError("'pendingNotification' is not base64") from None
+    return m.decode(v3.PendingNotification, der)
+
+
+async def replay_notifications(peers: PeerFactory, pending: Iterable[m.PendingNotification]) -> list[Delivery]:
+    """HandleNotification for notifications no longer on the card (dumped earlier); nothing is removed."""
+    deliveries = []
+    for notification in pending:
+        view = Notification.from_pending(notification)
+        try:
+            await peers(view.address).handle_notification(pending_notification=notification)
+        except (KinsimError, OSError) as exc:
+            deliveries.append(Delivery(view, delivered=False, removed=False, error=str(exc)))
+        else:
+            deliveries.append(Delivery(view, delivered=True, removed=False))
+    return deliveries
 
 
 async def deliver(es10: Es10Client, peers: PeerFactory, pending: m.PendingNotification) -> Delivery:
@@ -150,6 +189,8 @@ def remove_notifications(es10: Es10Client, seq_numbers: Iterable[int]) -> list[i
         try:
             es10.remove_notification(seq)
         except Es10Error as exc:
+            if exc.name == "nothingToDelete":
+                raise NotificationNotFound(f"the card holds no pending notification {seq}") from None
             raise NotificationNotFound(f"notification {seq} could not be removed: {exc}") from None
         removed.append(seq)
     return removed

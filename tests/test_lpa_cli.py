@@ -109,7 +109,7 @@ def test_management_sends_notifications_and_explains_card_errors(world):
     code, out, _ = world.lpa("profile", "delete", TS48_ICCID, "--json")
     result = json.loads(out)
     assert code == 0 and result["action"] == "delete"
-    assert [n["operation"] for n in result["notifications"]] == ["delete"] and result["notifications"][0]["removed"]
+    assert [n["profileManagementOperation"] for n in result["notifications"]] == ["delete"] and result["notifications"][0]["removed"]
 
 
 def test_undelivered_notifications_stay_until_processed(world):
@@ -119,7 +119,7 @@ def test_undelivered_notifications_stay_until_processed(world):
     assert code == 0 and "kept on the card for later" in out
     code, out, _ = world.lpa("notification", "list", "--json")
     pending = json.loads(out)
-    assert [(n["operation"], n["iccid"], n["notificationAddress"]) for n in pending] == [
+    assert [(n["profileManagementOperation"], n["iccid"], n["notificationAddress"]) for n in pending] == [
         ("enable", TS48_ICCID, ADDRESS)]
     code, out, _ = world.lpa("notification", "list")
     assert "enable" in out and str(pending[0]["seqNumber"]) in out
@@ -138,7 +138,7 @@ def test_notification_remove_needs_numbers(world):
     code, out, _ = world.lpa("notification", "remove", str(seq))
     assert code == 0 and f"Removed notification {seq}." in out
     code, _, err = world.lpa("notification", "remove", str(seq))
-    assert code == 1 and "could not be removed" in err
+    assert code == 1 and f"the card holds no pending notification {seq}" in err
 
 
 def test_unconfirmed_download_is_postponed(world, monkeypatch):
@@ -257,3 +257,53 @@ def main_output(capsys, argv) -> str:
     out = capsys.readouterr()
     assert code == 0, out.err
     return out.out
+
+
+def test_json_after_the_card_options_and_card_errors_carry_their_enum(world):
+    code, out, _ = world.lpa("--json", "chip", "info")
+    assert code == 0 and len(json.loads(out)["eid"]) == 32
+    code, _, err = world.lpa("--json", "profile", "enable", "89000123456789012358")  # a valid ICCID not on the card
+    error = json.loads(err)
+    assert code == 1 and (error["function"], error["result"], error["resultCode"]) == (
+        "EnableProfile", "iccidOrAidNotFound", 1)
+
+
+def test_dumped_notification_replays_after_removal(world, tmp_path):
+    world.lpa("profile", "download", "-a", f"LPA:1${ADDRESS}${world.matching_id()}", "--yes")
+    assert world.lpa("profile", "enable", TS48_ICCID, port=closed_port())[0] == 0  # the SM-DP+ is unreachable
+    code, out, _ = world.lpa("notification", "dump")
+    [dumped] = json.loads(out)
+    assert code == 0 and dumped["profileManagementOperation"] == "enable" and dumped["pendingNotification"]
+    assert world.lpa("notification", "dump", "999")[0] == 1
+    assert world.lpa("notification", "remove", "--all")[0] == 0
+    (tmp_path / "dump.json").write_text(out)
+    code, out, err = world.lpa("notification", "replay", str(tmp_path / "dump.json"), "--json")
+    assert code == 0, err
+    assert [(d["seqNumber"], d["delivered"], d["removed"]) for d in json.loads(out)] == [
+        (dumped["seqNumber"], True, False)]
+    operations = [n["operation"] for n in world.core.store.notifications()]
+    assert operations[-1] == "notificationEnable"  # the SM-DP+ got the signed notification the card had dropped
+    (tmp_path / "bad.json").write_text(json.dumps([{"pendingNotification": "AAAA"}]))
+    code, _, err = world.lpa("notification", "replay", str(tmp_path / "bad.json"))
+    assert code == 1 and "PendingNotification" in err and "Traceback" not in err
+
+
+def test_download_options_as_lpac_spells_them(world):
+    eid = json.loads(world.lpa("chip", "info", "--json")[1])["eid"]
+    matching_id = world.matching_id(eid=eid)
+    code, _, err = world.lpa("profile", "download", "-a", f"LPA:1${ADDRESS}${matching_id}", "-m", matching_id)
+    assert code == 1 and "give -a or -m, not both" in err
+    code, _, err = world.lpa("--timeout", "-1", "profile", "download", "-s", ADDRESS, "-m", matching_id, "--yes")
+    assert code == 1 and "positive number of seconds" in err
+    assert world.lpa("profile", "list")[1].strip() == "No profiles installed."
+    code, _, err = world.lpa("profile", "download", "-m", matching_id, "-i", "356938035643809", "--yes")
+    assert code == 0, err  # -m with the card's default SM-DP+ address, as lpac does
+    assert TS48_ICCID in world.lpa("profile", "list")[1]
+
+
+def test_reader_list(world, monkeypatch):
+    monkeypatch.setattr("lpa.pcsc.list_readers", lambda: ["Reader A", "Reader B"])
+    code, out, _ = world.lpa("reader", "list", "--json")
+    assert code == 0 and json.loads(out) == [{"index": 0, "name": "Reader A"}, {"index": 1, "name": "Reader B"}]
+    monkeypatch.setattr("lpa.pcsc.list_readers", lambda: [])
+    assert "No PC/SC reader" in world.lpa("reader", "list")[1]

@@ -96,5 +96,5 @@ async def test_no_result_available_means_nothing_pending():
 def test_explicit_removal():
     es10, euicc = card_with((1, "notificationEnable", "a.kinsim.test"))
     assert remove_notifications(es10, [1]) == [1]
-    with pytest.raises(NotificationNotFound, match="nothingToDelete"):
+    with pytest.raises(NotificationNotFound, match="the card holds no pending notification 1"):
         remove_notifications(es10, [1])
