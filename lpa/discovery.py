@@ -91,6 +91,8 @@ class Es11Client(Es9Client):
     """ES11 against one SM-DS: the ES9+ client (same TLS trust, headers and InitiateAuthentication),
     with AuthenticateClient answered by event entries instead of profile metadata."""
 
+    role = "SM-DS"
+
     async def authenticate_client(self, *, transaction_id: bytes, authenticate_server_response) -> dict:
         function = es9_json.AUTHENTICATE_CLIENT  # ES11 uses the ES9+ path (SGP.22 6.6)
         body = es9_json.encode_request(function, {"transactionId": transaction_id,

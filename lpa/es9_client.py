@@ -94,6 +94,8 @@ class Es9Client:
     ``connect_to`` maps host names to (ip, port) for test set-ups whose SM-DP+ has no DNS name.
     """
 
+    role = "SM-DP+"  # the server named in error sentences
+
     def __init__(self, address: str, ssl_context: ssl.SSLContext, *,
                  connect_to: Mapping[str, tuple[str, int]] | None = None, timeout: float = DEFAULT_TIMEOUT):
         if not isinstance(ssl_context, ssl.SSLContext) or ssl_context.verify_mode != ssl.CERT_REQUIRED \
@@ -156,21 +158,21 @@ class Es9Client:
         status, reason, payload = await self._post(function, body)
         if status not in (200, 204):
             raise Es9ConnectionError(self.address, "http",
-                                     f"SM-DP+ {self.address} answered {function.name} with HTTP {status} {reason}")
+                                     f"{self.role} {self.address} answered {function.name} with HTTP {status} {reason}")
         if not payload.strip():
             if function.empty_response_status is not None:
                 return {}
-            raise DecodeError(f"SM-DP+ {self.address} answered {function.name} with an empty body")
+            raise DecodeError(f"{self.role} {self.address} answered {function.name} with an empty body")
         try:
             document = json.loads(payload)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DecodeError(f"SM-DP+ {self.address} sent {function.name} a response that is not JSON: {exc}") from None
+            raise DecodeError(f"{self.role} {self.address} sent {function.name} a response that is not JSON: {exc}") from None
         if function is es9_json.AUTHENTICATE_CLIENT and isinstance(document, dict):
             function = es9_json.authenticate_client_answer(document)  # v3: an RPM package instead
         try:
             return es9_json.decode_response(function, document)
         except DecodeError as exc:
-            raise DecodeError(f"SM-DP+ {self.address} sent a malformed {function.name} response: {exc}") from None
+            raise DecodeError(f"{self.role} {self.address} sent a malformed {function.name} response: {exc}") from None
 
     async def _post(self, function: es9_json.Function, body: bytes) -> tuple[int, str, bytes]:
         url = self.base_url + function.path
@@ -181,18 +183,18 @@ class Es9Client:
         except aiohttp.ClientConnectorCertificateError as exc:
             raise self._certificate_error(exc.certificate_error) from None
         except aiohttp.ClientSSLError as exc:
-            raise Es9ConnectionError(self.address, "tls", f"TLS handshake with SM-DP+ {self.address} failed: "
+            raise Es9ConnectionError(self.address, "tls", f"TLS handshake with {self.role} {self.address} failed: "
                                                           f"{_first_line(exc)}") from None
         except aiohttp.ClientConnectorError as exc:
             reason = exc.strerror or _first_line(exc.os_error)
             raise Es9ConnectionError(self.address, "refused",
-                                     f"cannot connect to SM-DP+ {self.address}: {reason}") from None
+                                     f"cannot connect to {self.role} {self.address}: {reason}") from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise Es9ConnectionError(self.address, "timeout", f"SM-DP+ {self.address} did not answer {function.name} "
+            raise Es9ConnectionError(self.address, "timeout", f"{self.role} {self.address} did not answer {function.name} "
                                                               f"within {self._timeout:g} s") from None
         except aiohttp.ClientError as exc:
             raise Es9ConnectionError(self.address, "connection",
-                                     f"connection to SM-DP+ {self.address} failed: {_first_line(exc)}") from None
+                                     f"connection to {self.role} {self.address} failed: {_first_line(exc)}") from None
 
     def _certificate_error(self, error: Exception) -> Es9ConnectionError:
         code = getattr(error, "verify_code", None)
@@ -205,7 +207,7 @@ class Es9Client:
             text = f"the TLS certificate of {self.address} does not chain to a CI this LPA trusts ({detail})"
         else:
             text = f"the TLS certificate of {self.address} failed verification ({detail})"
-        return Es9ConnectionError(self.address, "tls", f"refusing SM-DP+ {self.address}: {text}")
+        return Es9ConnectionError(self.address, "tls", f"refusing {self.role} {self.address}: {text}")
 
 
 class Es9Pool:

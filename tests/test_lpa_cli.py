@@ -307,3 +307,9 @@ def test_reader_list(world, monkeypatch):
     assert code == 0 and json.loads(out) == [{"index": 0, "name": "Reader A"}, {"index": 1, "name": "Reader B"}]
     monkeypatch.setattr("lpa.pcsc.list_readers", lambda: [])
     assert "No PC/SC reader" in world.lpa("reader", "list")[1]
+
+
+def test_an_unreachable_smds_is_called_an_smds(world):
+    port = closed_port()
+    code, _, err = world.lpa("profile", "discovery", "-s", f"localhost:{port}")
+    assert code == 1 and f"cannot connect to SM-DS localhost:{port}" in err
