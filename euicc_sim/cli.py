@@ -197,8 +197,8 @@ def describe(euicc: SoftEuicc) -> dict:
         "eid": euicc.eid,
         "svn": config.svn,
         "freeMemory": euicc.isdr.free_memory(),
-        "defaultSmdpAddress": state.default_dp_address,
-        "rootSmdsAddress": config.root_ds_address,
+        "defaultDpAddress": state.default_dp_address,
+        "rootDsAddress": config.root_ds_address,
         "profiles": [
             {
                 "iccid": p.iccid,
@@ -230,8 +230,8 @@ def _describe_text(info: dict) -> str:
             ("EID", info["eid"]),
             ("SGP.22 version", info["svn"]),
             ("free memory", f"{info['freeMemory']} bytes"),
-            ("default SM-DP+", info["defaultSmdpAddress"]),
-            ("root SM-DS", info["rootSmdsAddress"]),
+            ("default SM-DP+", info["defaultDpAddress"]),
+            ("root SM-DS", info["rootDsAddress"]),
         ]
     )
     profiles = table(

@@ -88,21 +88,21 @@ def _inspect_text(summary: dict) -> str:
     facts = key_values(
         [
             ("ICCID", plain["iccid"]),
-            ("ICCID (EF.ICCID)", plain["iccid_ef"]),
+            ("ICCID (EF.ICCID)", plain["iccidEf"]),
             ("IMSI", plain["imsi"]),
-            ("MNC length", plain["mnc_length"]),
-            ("profile type", plain["profile_type"]),
+            ("MNC length", plain["mncLength"]),
+            ("profile type", plain["profileType"]),
             ("SAIP version", plain["version"]),
             ("size", f"{plain['size']} bytes, {len(plain['elements'])} elements, {plain['files']} files"),
-            ("USIM AID", plain["usim_aid"]),
-            ("ISIM AID", plain["isim_aid"]),
-            ("mandatory services", ", ".join(plain["mandatory_services"])),
-            ("security domains", ", ".join(plain["security_domains"])),
+            ("USIM AID", plain["usimAid"]),
+            ("ISIM AID", plain["isimAid"]),
+            ("mandatory services", ", ".join(plain["mandatoryServices"])),
+            ("security domains", ", ".join(plain["securityDomains"])),
             ("RFM instances", ", ".join(plain["rfm"])),
         ]
     )
     aka = table(
-        [(a["application"], a["aid"], a["algorithm"], a["key_length"]) for a in plain["aka"]],
+        [(a["application"], a["aid"], a["algorithm"], a["keyLength"]) for a in plain["aka"]],
         ("application", "AID", "algorithm", "key bytes"),
     )
     elements = table(

@@ -33,7 +33,7 @@ def test_create_makes_a_new_euicc_under_the_sgp26_eum(tmp_path, capsys):
     assert created["eid"] != "89049032123451234512345678901235"  # a new card, not the SGP.26 one
     shown = run_json(capsys, "euicc", "show", str(tmp_path / "e"), "--json")
     assert shown["eid"] == created["eid"] and shown["profiles"] == [] and shown["notifications"] == []
-    assert shown["freeMemory"] == 2 * 1024 * 1024 and shown["rootSmdsAddress"] == "lpa.ds.gsma.com"
+    assert shown["freeMemory"] == 2 * 1024 * 1024 and shown["rootDsAddress"] == "lpa.ds.gsma.com"
 
 
 def test_create_with_the_sgp26_identity(tmp_path, capsys):
@@ -261,3 +261,20 @@ def test_serve_tcp_prints_json_and_stops_cleanly_on_sigterm(tmp_path, capsys):
         server.stop()
     assert server.proc.returncode == 0  # SIGTERM ends serving like Ctrl-C: card powered off, directory unlocked
     assert run_json(capsys, "euicc", "show", str(tmp_path / "e"), "--json")["eid"] == eid
+
+
+def test_show_names_things_as_the_lpa_does(tmp_path, capsys):
+    """A script reading `euicc show` and `lpa ... list` finds the same keys for the same facts."""
+    _card_with_profile(tmp_path, capsys)
+    shown = run_json(capsys, "euicc", "show", str(tmp_path / "e"), "--json")
+    lpa = ["--json", "lpa", "--euicc", str(tmp_path / "e"), "--config-dir", str(tmp_path / "lpa")]
+    chip = run_json(capsys, *lpa, "chip", "info")
+    [profile] = run_json(capsys, *lpa, "profile", "list")
+    [notification] = run_json(capsys, *lpa, "notification", "list")
+    assert {k: shown[k] for k in ("eid", "defaultDpAddress", "rootDsAddress")} == {
+        k: chip[k] for k in ("eid", "defaultDpAddress", "rootDsAddress")}
+    [shown_profile] = shown["profiles"]
+    assert set(shown_profile) - {"size"} <= set(profile)
+    assert {k: shown_profile[k] for k in ("iccid", "isdpAid", "profileState")} == {
+        k: profile[k] for k in ("iccid", "isdpAid", "profileState")}
+    assert set(shown["notifications"][0]) == set(notification)

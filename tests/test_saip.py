@@ -100,7 +100,7 @@ def test_summary_is_json_ready_and_names_elements(v7):
     assert summary["iccid"] == "89000123456789012341" and summary["imsi"] == "001010123456789"
     assert [e["kind"] for e in summary["elements"]][:3] == ["header", "mf", "pukCodes"]
     assert sum(e["size"] for e in summary["elements"]) == summary["size"] == len(v7.encode())
-    assert summary["security_domains"] == [bytes.fromhex("A000000151000000")]
+    assert summary["securityDomains"] == [bytes.fromhex("A000000151000000")]
     assert len(summary["rfm"]) == 4
     assert "000102030405060708090a0b0c0d0e0f" not in json.dumps(summary, default=bytes.hex)  # no Ki
 
@@ -291,6 +291,15 @@ def test_cli_inspect_json(capsys):
     assert summary["iccid"] == "89000123456789012341" and summary["imsi"] == "001010123456789"
     assert summary["aka"][0]["algorithm"] == "usim-test-algorithm"
     assert len(summary["elements"]) == 30
+    assert not [key for key in _keys(summary) if "_" in key]  # camelCase, as every other --json output
+
+
+def _keys(value) -> list[str]:
+    if isinstance(value, dict):
+        return [*value, *(k for v in value.values() for k in _keys(v))]
+    if isinstance(value, list):
+        return [k for v in value for k in _keys(v)]
+    return []
 
 
 def test_cli_inspect_text_and_errors(capsys, tmp_path):

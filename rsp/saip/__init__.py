@@ -165,22 +165,22 @@ class ProfilePackage:
         """Facts for people and scripts; secrets (Ki, OPc, PIN values) are left out."""
         return {
             "iccid": self.iccid,
-            "iccid_ef": self.iccid_ef,
+            "iccidEf": self.iccid_ef,
             "imsi": self.imsi,
-            "mnc_length": self.mnc_length,
-            "profile_type": self.profile_type,
+            "mncLength": self.mnc_length,
+            "profileType": self.profile_type,
             "version": self.version,
             "size": sum(len(pe.raw) for pe in self.elements),
-            "mandatory_services": list(self.mandatory_services),
-            "mandatory_gfste": list(self.header.mandatory_gfste),
-            "usim_aid": self.usim_aid,
-            "isim_aid": self.isim_aid,
+            "mandatoryServices": list(self.mandatory_services),
+            "mandatoryGfste": list(self.header.mandatory_gfste),
+            "usimAid": self.usim_aid,
+            "isimAid": self.isim_aid,
             "aka": [_aka_summary(aka) for aka in self.aka_parameters],
             "pins": [
                 {"reference": p.name, "context": p.context, "attempts": p.max_attempts} for p in self.pins
             ],
             "puks": [{"reference": p.name, "attempts": p.max_attempts} for p in self.puks],
-            "security_domains": [
+            "securityDomains": [
                 aid for pe in self.elements if pe.kind == "securityDomain" for aid in instance_aids(pe)
             ],
             "applications": [
@@ -206,8 +206,8 @@ def _aka_summary(aka: AkaParameter) -> dict[str, Any]:
         "application": aka.application,
         "aid": aka.application_aid,
         "algorithm": aka.algorithm or "mapped",
-        "key_length": len(aka.key) if aka.key is not None else None,
-        "mapping_source": aka.mapping_source,
+        "keyLength": len(aka.key) if aka.key is not None else None,
+        "mappingSource": aka.mapping_source,
     }
 
 
