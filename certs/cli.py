@@ -104,7 +104,10 @@ def cmd_generate(args) -> int:
     written = []
     for curve, target in targets.items():
         pki = generate_pki(curve, smdp_address=args.smdp_address, smdp_oid=args.smdp_oid, eid=eid, now=now)
-        pki.save(target)
+        try:
+            pki.save(target)
+        except OSError as exc:
+            raise KinsimError(f"cannot write the PKI to {target}: {exc.strerror or exc}") from None
         certificates = [
             {"name": name, "file": str(target / f"{name}.der"), **certificate_summary(credential.cert)}
             for name, credential in pki.credentials().items()

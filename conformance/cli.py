@@ -152,6 +152,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_es9(args) -> int:
+    _check_junit(args)
     ci = read_certificate(args.ci)
     material = load_euicc_material(args.euicc_identity) if args.euicc_identity else sgp26_euicc()
     rng, clock = _rng(args), _clock
@@ -186,6 +187,7 @@ def _orders(args, material, rng, ci):
 
 
 def cmd_es10(args) -> int:
+    _check_junit(args)
     pki = load_smdp_pki(args.smdp_pki)
     extra = [read_certificate(p) for p in args.card_ci]
     rng = _rng(args)
@@ -255,9 +257,18 @@ def _progress(args):
     return lambda r: print(f"{r.status.upper():7} {r.case.id}", file=sys.stderr)
 
 
+def _check_junit(args) -> None:
+    """Before a run that may take minutes: the JUnit file must be writable at its end."""
+    if args.junit is not None and not args.junit.parent.is_dir():
+        raise KinsimError(f"cannot write --junit {args.junit}: {args.junit.parent} is not a directory")
+
+
 def _report(args, results: list[Result], suite: str) -> int:
     if args.junit:
-        args.junit.write_bytes(junit_xml(results, suite))
+        try:
+            args.junit.write_bytes(junit_xml(results, suite))
+        except OSError as exc:  # the results are still printed below
+            print(f"kinsim: cannot write {args.junit}: {exc.strerror or exc}", file=sys.stderr)
     rows = [{"id": r.case.id, "section": r.case.section, "kind": r.case.kind, "status": r.status,
              "detail": r.detail} for r in results]
     emit(args, {"results": rows, "summary": summary(results)}, lambda _: results_table(results))

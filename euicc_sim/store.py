@@ -107,7 +107,10 @@ class CardStore:
         if not path.is_dir():
             if path.exists() or not create:
                 raise StoreError(f"no eUICC directory at {path}")
-            path.mkdir(mode=0o700, parents=True)
+            try:
+                path.mkdir(mode=0o700, parents=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create {path}: {exc.strerror or exc}") from None
             _fsync_dir(path.parent)
         elif not create and not (path / LOCK_FILE).is_file():
             # every store has its lock file from the start: without one this is some other directory,

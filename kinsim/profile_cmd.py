@@ -147,7 +147,10 @@ def cmd_personalize(args) -> int:
         existing = [str(path) for path in targets if path.exists()]
         if existing:
             raise ProfileFileError(f"{', '.join(existing[:3])} already exist(s); use --force to overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProfileFileError(f"cannot create {out}: {exc.strerror or exc}") from None
     algorithm = args.algorithm or next((a.algorithm for a in template.aka_parameters if a.algorithm), None)
     rows = []
     for iccid, imsi, row_ki, row_opc, der in produced:

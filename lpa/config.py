@@ -178,8 +178,11 @@ def add_trusted_ci(directory: str | os.PathLike, data: bytes, now: datetime) -> 
     except CertificateError as exc:
         raise ConfigError(f"not a usable CI certificate: {exc}") from None
     folder = Path(directory) / "ci"
-    folder.mkdir(parents=True, exist_ok=True)
     der = certificate.public_bytes(Encoding.DER)
     path = folder / f"{hashlib.sha256(der).hexdigest()[:16]}.pem"
-    path.write_bytes(certificate.public_bytes(Encoding.PEM))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(certificate.public_bytes(Encoding.PEM))
+    except OSError as exc:
+        raise ConfigError(f"cannot store the CI certificate in {folder}: {exc.strerror or exc}") from None
     return path

@@ -184,3 +184,9 @@ def test_a_pki_directory_with_a_truncated_file_names_it(tmp_path, capsys):
         code, _, err = run(capsys, *argv)
         assert code == 1 and err.startswith(f"kinsim: {damaged}: "), err
     assert not (tmp_path / "s").exists() and not (tmp_path / "e").exists()
+
+
+def test_generate_into_an_impossible_directory_is_a_sentence(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a directory")
+    code, _, err = run(capsys, "certs", "generate", str(tmp_path / "file" / "pki"))
+    assert code == 1 and err.startswith(f"kinsim: cannot write the PKI to {tmp_path / 'file' / 'pki'}")

@@ -122,3 +122,8 @@ def test_unreadable_inputs_are_sentences(tmp_path, capsys):
     assert caught.value.code == 2 and "a seed is hex digits" in capsys.readouterr().err
     status = main(["conformance", "record", "wrong-matching-id", "--out", str(tmp_path / "no" / "dir.json")])
     assert status == 1 and "cannot write" in capsys.readouterr().err
+
+
+def test_junit_into_a_missing_directory_is_refused_before_the_run(tmp_path, capsys):
+    status = main(["conformance", "es10", "--euicc", str(tmp_path / "card"), "--junit", str(tmp_path / "no" / "j.xml")])
+    assert status == 1 and "cannot write --junit" in capsys.readouterr().err

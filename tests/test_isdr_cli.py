@@ -278,3 +278,9 @@ def test_show_names_things_as_the_lpa_does(tmp_path, capsys):
     assert {k: shown_profile[k] for k in ("iccid", "isdpAid", "profileState")} == {
         k: profile[k] for k in ("iccid", "isdpAid", "profileState")}
     assert set(shown["notifications"][0]) == set(notification)
+
+
+def test_create_in_an_impossible_directory_is_a_sentence(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a directory")
+    code, _, err = run(capsys, "euicc", "create", str(tmp_path / "file" / "e"))
+    assert code == 1 and err.startswith(f"kinsim: cannot create {tmp_path / 'file' / 'e'}")

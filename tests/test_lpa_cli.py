@@ -313,3 +313,9 @@ def test_an_unreachable_smds_is_called_an_smds(world):
     port = closed_port()
     code, _, err = world.lpa("profile", "discovery", "-s", f"localhost:{port}")
     assert code == 1 and f"cannot connect to SM-DS localhost:{port}" in err
+
+
+def test_ci_add_to_an_impossible_configuration_directory_is_a_sentence(world, tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    code, _, err = world.lpa("ci", "add", str(world.ci_file), config=tmp_path / "file" / "lpa")
+    assert code == 1 and "cannot store the CI certificate" in err and "Traceback" not in err

@@ -413,3 +413,11 @@ def test_cli_personalize_single_with_given_keys(tmp_path, capsys):
         == 1
     )
     assert "ki: is not hex" in capsys.readouterr().err
+
+
+def test_cli_personalize_into_an_impossible_directory_is_a_sentence(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a directory")
+    template_path = str(testdata.testdata_dir() / "ts48" / "v7" / V7)
+    argv = ["profile", "personalize", template_path, "--iccid", ICCID, "--imsi", IMSI, "--out", str(tmp_path / "file" / "out")]
+    assert kinsim_main(argv) == 1
+    assert capsys.readouterr().err.startswith(f"kinsim: cannot create {tmp_path / 'file' / 'out'}")
