@@ -460,7 +460,7 @@ def _qr_options(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers, name: str, help_text: str) -> None:
-    parser = subparsers.add_parser(name, help=help_text, description=__doc__,
+    parser = subparsers.add_parser(name, help=help_text, description=__doc__.replace("``", ""),
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.set_defaults(func=lambda _args: (parser.print_help(), 2)[1])
     commands = parser.add_subparsers(dest="plan_command", metavar="COMMAND")
