@@ -88,6 +88,12 @@ class Demo:
                 proc.kill()
 
 
+def _kinsim_command() -> str:
+    """How this user runs kinsim: plain `kinsim` when it is on PATH, else the script beside this Python."""
+    beside = Path(sys.executable).parent / "kinsim"
+    return "kinsim" if shutil.which("kinsim") == str(beside) or not beside.exists() else str(beside)
+
+
 def _indent(text: str) -> str:
     return "\n".join("    " + line for line in text.splitlines())
 
@@ -115,7 +121,7 @@ def run(args) -> int:
         print(f"\nDone in {result['seconds']} s: profile {result['iccid']} downloaded over HTTPS, installed, "
               f"enabled; the SM-DP+ records it as {result['smdpState']}.")
         if not args.clean:
-            print(f"Everything is in {work} (pki/, smdp/, card/); try: kinsim euicc show {work / 'card'}")
+            print(f"Everything is in {work} (pki/, smdp/, card/); try: {_kinsim_command()} euicc show {work / 'card'}")
     return 0
 
 
